@@ -1,0 +1,65 @@
+"""dlnsim: exact learning dynamics of deep networks under curvature-corrected learning rules.
+
+float64 is not switched on by importing this package; enable it in your own entry point with
+``jax.config.update("jax_enable_x64", True)`` (the ``dlnsim`` CLI and the tests do so).
+"""
+
+from ._checks import DynamicsBlowUpError
+from ._curvature import (
+    AbstractCurvature,
+    BlockDiagonalGaussNewton,
+    GaussNewton,
+    loss_gradient,
+)
+from ._models import (
+    INIT_SCHEMES,
+    DeepLinearNet,
+    conserved_quantities,
+    network_map,
+)
+from ._rules import (
+    RULES,
+    BernacchiaFlow,
+    GradientFlow,
+    NaturalGradientFlow,
+    RuleInfo,
+    vector_field,
+)
+from ._simulation import Trajectory, simulate, simulate_discrete
+from ._tasks import (
+    StudentTeacherData,
+    Task,
+    correlated_input_cov,
+    load_regression_data,
+    random_teacher,
+    student_teacher,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AbstractCurvature",
+    "BernacchiaFlow",
+    "BlockDiagonalGaussNewton",
+    "DeepLinearNet",
+    "DynamicsBlowUpError",
+    "GaussNewton",
+    "GradientFlow",
+    "INIT_SCHEMES",
+    "NaturalGradientFlow",
+    "RULES",
+    "RuleInfo",
+    "StudentTeacherData",
+    "Task",
+    "Trajectory",
+    "conserved_quantities",
+    "correlated_input_cov",
+    "load_regression_data",
+    "loss_gradient",
+    "network_map",
+    "random_teacher",
+    "simulate",
+    "simulate_discrete",
+    "student_teacher",
+    "vector_field",
+]

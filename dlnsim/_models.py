@@ -1,0 +1,247 @@
+"""Deep linear networks (Huh 2020, sec. 2; Bernacchia et al. 2018, eq. 9)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import equinox as eqx
+import jax.numpy as jnp
+import jax.random as jr
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from ._checks import check_finite, check_positive, check_widths
+
+Weights = tuple[Float[Array, "n_out n_in"], ...]
+
+INIT_SCHEMES = ("small", "orthogonal", "balanced", "xavier", "aligned")
+
+
+def network_map(weights: Weights) -> Float[Array, "n_d n_0"]:
+    """The input-output map W = W_d ... W_1 (Huh 2020, sec. 2)."""
+    out = weights[0]
+    for w in weights[1:]:
+        out = w @ out
+    return out
+
+
+def prefix_products(weights: Weights) -> list[Array]:
+    """``[W_<1, ..., W_<d]`` with W_<i = W_{i-1} ... W_1 (W_<1 is the identity on the input)."""
+    n0 = weights[0].shape[1]
+    out = [jnp.eye(n0, dtype=weights[0].dtype)]
+    for w in weights[:-1]:
+        out.append(w @ out[-1])
+    return out
+
+
+def suffix_products(weights: Weights) -> list[Array]:
+    """``[W_>1, ..., W_>d]`` with W_>i = W_d ... W_{i+1} (W_>d is the identity on the output)."""
+    nd = weights[-1].shape[0]
+    out = [jnp.eye(nd, dtype=weights[-1].dtype)]
+    for w in reversed(weights[1:]):
+        out.append(out[-1] @ w)
+    return out[::-1]
+
+
+def conserved_quantities(weights: Weights) -> list[Array]:
+    """C_i = W_i W_i^T - W_{i+1}^T W_{i+1}, i = 1..d-1 (Huh 2020, eq. 4).
+
+    Constant in time under every rule orthogonal to the null space of the Gauss-Newton matrix
+    (SGD, NGD, q-NGD, damped NGD); broken by block-diagonal rules (Huh 2020, sec. 3.3).
+    """
+    return [weights[i] @ weights[i].T - weights[i + 1].T @ weights[i + 1] for i in range(len(weights) - 1)]
+
+
+def _semi_orthogonal(key: PRNGKeyArray, rows: int, cols: int, dtype) -> Array:
+    """A ``rows x cols`` matrix with orthonormal columns (rows >= cols), Haar distributed."""
+    g = jr.normal(key, (rows, cols), dtype=dtype)
+    q, r = jnp.linalg.qr(g)
+    return q * jnp.sign(jnp.diagonal(r))
+
+
+def _orthogonal(key: PRNGKeyArray, rows: int, cols: int, dtype) -> Array:
+    """A ``rows x cols`` matrix with orthonormal rows or columns, whichever is fewer."""
+    if rows >= cols:
+        return _semi_orthogonal(key, rows, cols, dtype)
+    return _semi_orthogonal(key, cols, rows, dtype).T
+
+
+def _mode_singular_values(values, depth: int, modes: int, dtype) -> Array:
+    """Broadcast per-layer mode singular values to shape (depth, modes)."""
+    s = jnp.asarray(values, dtype=dtype)
+    if s.ndim == 0:
+        s = jnp.full((depth, modes), s)
+    elif s.ndim == 1:
+        if s.shape[0] != modes:
+            raise ValueError(
+                f"singular_values must have one value per mode ({modes}) or shape (depth, modes) = "
+                f"({depth}, {modes}), got shape {s.shape}"
+            )
+        s = jnp.broadcast_to(s, (depth, modes))
+    elif s.shape != (depth, modes):
+        raise ValueError(
+            f"singular_values must be a scalar, shape ({modes},) or ({depth}, {modes}), got {s.shape}"
+        )
+    check_finite("singular_values", s)
+    return s
+
+
+class DeepLinearNet(eqx.Module):
+    """A deep linear network f(x) = W_d ... W_1 x (Huh 2020, sec. 2).
+
+    Args:
+        widths: ``(n_0, n_1, ..., n_d)``; any widths, including non-square and bottleneck nets.
+        key: a JAX PRNG key (keyword only).
+        init: ``"small"`` (Gaussian, each layer rescaled to largest singular value ``scale``;
+            Huh 2020 uses 0.05), ``"orthogonal"`` (``scale`` times a semi-orthogonal matrix),
+            ``"balanced"`` (W_i = Q_i diag(s) Q_{i-1}^T so that every C_i = 0, with ``s = scale``),
+            ``"xavier"`` (Glorot normal times ``scale``) or ``"aligned"`` (singular vectors aligned
+            with ``teacher`` as in Huh 2020, footnote 2).
+        scale: see ``init``; defaults to 0.05 for ``"small"`` and 1 otherwise.
+        teacher: the target map, required for ``"aligned"``.
+        singular_values: per-layer mode singular values for ``"aligned"``: a scalar, one value per
+            mode (balanced layers) or an array of shape ``(depth, modes)``; modes = min(widths).
+        dtype: float64 by default when x64 is enabled, else float32.
+    """
+
+    weights: Weights
+    widths: tuple[int, ...] = eqx.field(static=True)
+
+    def __init__(
+        self,
+        widths: Sequence[int],
+        *,
+        key: PRNGKeyArray,
+        init: str = "small",
+        scale: float | None = None,
+        teacher: Float[Array, "n_d n_0"] | None = None,
+        singular_values=None,
+        dtype=None,
+    ):
+        widths = check_widths(widths)
+        if init not in INIT_SCHEMES:
+            raise ValueError(f"unknown init {init!r}; choose one of {', '.join(INIT_SCHEMES)}")
+        dtype = jnp.result_type(float) if dtype is None else dtype
+        if scale is None:
+            scale = 0.05 if init == "small" else 1.0
+        scale = check_positive("scale", scale)
+        depth = len(widths) - 1
+        keys = jr.split(key, depth + 1)
+        if init == "small":
+            ws = []
+            for k, (n_in, n_out) in zip(keys, zip(widths[:-1], widths[1:], strict=True), strict=False):
+                g = jr.normal(k, (n_out, n_in), dtype=dtype)
+                ws.append(scale * g / jnp.linalg.norm(g, ord=2))
+        elif init == "orthogonal":
+            ws = [
+                scale * _orthogonal(k, n_out, n_in, dtype)
+                for k, n_in, n_out in zip(keys, widths[:-1], widths[1:], strict=False)
+            ]
+        elif init == "xavier":
+            ws = [
+                scale * jnp.sqrt(2.0 / (n_in + n_out)) * jr.normal(k, (n_out, n_in), dtype=dtype)
+                for k, n_in, n_out in zip(keys, widths[:-1], widths[1:], strict=False)
+            ]
+        elif init == "balanced":
+            modes = min(widths)
+            s = _mode_singular_values(scale if singular_values is None else singular_values, 1, modes, dtype)[0]
+            frames = [_semi_orthogonal(k, n, modes, dtype) for k, n in zip(keys, widths, strict=False)]
+            ws = [frames[i + 1] @ jnp.diag(s) @ frames[i].T for i in range(depth)]
+        else:  # aligned
+            ws = _aligned_weights(keys, widths, teacher, singular_values, dtype)
+        self.weights = tuple(ws)
+        self.widths = widths
+
+    def __check_init__(self):
+        if len(self.weights) != len(self.widths) - 1:
+            raise ValueError(
+                f"got {len(self.weights)} weight matrices for widths {self.widths}; need {len(self.widths) - 1}"
+            )
+        for i, w in enumerate(self.weights):
+            expected = (self.widths[i + 1], self.widths[i])
+            if tuple(w.shape) != expected:
+                raise ValueError(f"W_{i + 1} has shape {tuple(w.shape)}; widths {self.widths} need {expected}")
+
+    @classmethod
+    def from_weights(cls, weights: Sequence[Array]) -> DeepLinearNet:
+        """Wraps given weight matrices ``(W_1, ..., W_d)``, checking that adjacent widths match."""
+        weights = tuple(jnp.asarray(w) for w in weights)
+        check_weights(weights)
+        net = object.__new__(cls)
+        object.__setattr__(net, "weights", weights)
+        object.__setattr__(net, "widths", widths_of(weights))
+        net.__check_init__()
+        return net
+
+    @property
+    def depth(self) -> int:
+        return len(self.weights)
+
+    def map(self) -> Float[Array, "n_d n_0"]:
+        """W = W_d ... W_1."""
+        return network_map(self.weights)
+
+    def __call__(self, x: Float[Array, "... n_0"]) -> Float[Array, "... n_d"]:
+        return x @ self.map().T
+
+
+def widths_of(weights: Weights) -> tuple[int, ...]:
+    return (int(weights[0].shape[1]),) + tuple(int(w.shape[0]) for w in weights)
+
+
+def check_weights(weights) -> Weights:
+    """Validates a tuple of weight matrices: 2-D, adjacent widths matching, finite entries."""
+    if isinstance(weights, DeepLinearNet):
+        weights = weights.weights
+    weights = tuple(weights)
+    if len(weights) < 1:
+        raise ValueError("a network needs at least one weight matrix (depth >= 1)")
+    for i, w in enumerate(weights):
+        if jnp.ndim(w) != 2:
+            raise ValueError(f"W_{i + 1} must be a 2-D matrix, got shape {jnp.shape(w)}")
+        check_finite(f"W_{i + 1}", w)
+    for i in range(len(weights) - 1):
+        if weights[i + 1].shape[1] != weights[i].shape[0]:
+            raise ValueError(
+                f"mismatched widths: W_{i + 1} has {weights[i].shape[0]} output rows but W_{i + 2} "
+                f"expects {weights[i + 1].shape[1]} inputs"
+            )
+    return weights
+
+
+def _aligned_weights(keys, widths, teacher, singular_values, dtype) -> list[Array]:
+    """Weights with the aligned-singular-vector structure of Huh 2020, footnote 2.
+
+    R_1 = R*, L_d = L*, R_{i+1} = L_i, each hidden frame completed with random orthonormal columns.
+    """
+    if teacher is None:
+        raise ValueError("init='aligned' needs the teacher map (teacher=...)")
+    teacher = jnp.asarray(teacher, dtype=dtype)
+    depth = len(widths) - 1
+    if teacher.shape != (widths[-1], widths[0]):
+        raise ValueError(
+            f"teacher has shape {teacher.shape}; widths {widths} need ({widths[-1]}, {widths[0]})"
+        )
+    check_finite("teacher", teacher)
+    modes = min(widths)
+    u, _, vt = jnp.linalg.svd(teacher, full_matrices=True)
+    left = u[:, :modes]
+    right = vt.T[:, :modes]
+    s = _mode_singular_values(0.05 if singular_values is None else singular_values, depth, modes, dtype)
+    frames = [right] + [_semi_orthogonal(keys[i], widths[i], modes, dtype) for i in range(1, depth)] + [left]
+    return [frames[i + 1] @ jnp.diag(s[i]) @ frames[i].T for i in range(depth)]
+
+
+def as_weights(net_or_weights) -> Weights:
+    """Accepts a :class:`DeepLinearNet` or a sequence of matrices; returns a validated tuple."""
+    if isinstance(net_or_weights, DeepLinearNet):
+        return net_or_weights.weights
+    return check_weights(tuple(jnp.asarray(w) for w in net_or_weights))
+
+
+__all__ = [
+    "DeepLinearNet",
+    "network_map",
+    "conserved_quantities",
+    "prefix_products",
+    "suffix_products",
+]

@@ -1,0 +1,187 @@
+"""Learning rules as diffrax vector fields ``f(t, weights, task) -> dweights/dt`` (eta = 1).
+
+Every rule is an equinox module, so it can be passed straight to ``diffrax.ODETerm``::
+
+    f = dlnsim.vector_field("sqrt-ngd")
+    sol = diffrax.diffeqsolve(diffrax.ODETerm(f), diffrax.Tsit5(), 0.0, 10.0, None,
+                              weights, args=task)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import equinox as eqx
+import jax.numpy as jnp
+
+from ._checks import check_finite, check_nonnegative, check_q
+from ._curvature import AbstractCurvature, BlockDiagonalGaussNewton, GaussNewton, loss_gradient
+from ._models import Weights, network_map, prefix_products, suffix_products
+from ._tasks import Task
+
+
+class GradientFlow(eqx.Module):
+    """Gradient flow dtheta/dt = -g (Huh 2020, eqs. 5-6)."""
+
+    def __call__(self, t, weights: Weights, task: Task) -> Weights:
+        return tuple(-g for g in loss_gradient(weights, task))
+
+
+class NaturalGradientFlow(eqx.Module):
+    """Curvature-corrected flow dtheta/dt = -(1 + eps)^(1/q) (C + eps I)^(-1/q) g.
+
+    With the exact Gauss-Newton curvature C = H+: q = 1 is NGD (Huh 2020, eqs. 9-12), q > 1 is
+    fractional q-NGD (Huh 2020, eq. 14; q = 2 is sqrt-NGD), q = inf is SGD, and q = 1 with
+    eps > 0 is damped NGD (Huh 2020, eq. 17). At eps = 0 the inverse is the Moore-Penrose
+    pseudo-inverse power (minimum-norm update), as bottleneck nets have a singular H+.
+    With the block-diagonal curvature these are NGD-d and q-NGD-d (Huh 2020, eqs. 23-26).
+    """
+
+    curvature: AbstractCurvature
+    q: float = eqx.field(default=1.0, static=True)
+    damping: float = eqx.field(default=0.0, static=True)
+
+    def __check_init__(self):
+        check_q(self.q)
+        check_nonnegative("eps (damping)", self.damping)
+
+    def __call__(self, t, weights: Weights, task: Task) -> Weights:
+        if math.isinf(self.q):
+            return tuple(-g for g in loss_gradient(weights, task))
+        power = 1.0 / self.q
+        direction = self.curvature.precondition(weights, task, power=power, damping=self.damping)
+        factor = (1.0 + self.damping) ** power
+        return tuple(-factor * d for d in direction)
+
+
+def _pinv_psd(m, shift: float, rcond: float | None):
+    evals, evecs = jnp.linalg.eigh(m)
+    evals = evals + shift
+    cutoff = (10.0 * m.shape[0] * jnp.finfo(m.dtype).eps if rcond is None else rcond) * jnp.max(evals)
+    keep = evals > cutoff
+    inv = jnp.where(keep, 1.0 / jnp.where(keep, evals, 1.0), 0.0)
+    return (evecs * inv) @ evecs.T
+
+
+class BernacchiaFlow(eqx.Module):
+    """Bernacchia et al. 2018, eq. 10 in continuous time with full-batch averages:
+
+    dW_i/dt = (1/d) <e_i e_i^T>^+ <e_i x_{i-1}^T> <x_{i-1} x_{i-1}^T>^+, with
+    <e_i e_i^T> = W_>i^T Sigma~^-1 W_>i (eq. 14), <x_{i-1} x_{i-1}^T> = W_<i Sigma_x W_<i^T (eq. 15)
+    and <e_i x_{i-1}^T> = -W_>i^T Sigma~^-1 (W - W*) Sigma_x W_<i^T (eq. 13).
+
+    ``output_cov`` is the output noise covariance Sigma~ (identity by default; then the rule
+    equals NGD-d exactly). ``damping`` lambda adds sqrt(lambda) I to both covariances before
+    their pseudo-inversion (eq. 20).
+    """
+
+    output_cov: jnp.ndarray | None = None
+    damping: float = eqx.field(default=0.0, static=True)
+    rcond: float | None = eqx.field(default=None, static=True)
+
+    def __check_init__(self):
+        check_nonnegative("damping", self.damping)
+        if self.output_cov is not None:
+            check_finite("output_cov", self.output_cov)
+
+    def __call__(self, t, weights: Weights, task: Task) -> Weights:
+        pre, suf = prefix_products(weights), suffix_products(weights)
+        nd = weights[-1].shape[0]
+        precision = jnp.eye(nd, dtype=task.teacher.dtype) if self.output_cov is None else jnp.linalg.inv(self.output_cov)
+        delta = network_map(weights) - task.teacher
+        shift = math.sqrt(self.damping)
+        out = []
+        for a, b in zip(pre, suf, strict=True):
+            err_cov = b.T @ precision @ b
+            act_cov = a @ task.input_cov @ a.T
+            cross = b.T @ precision @ delta @ task.input_cov @ a.T
+            update = _pinv_psd(err_cov, shift, self.rcond) @ cross @ _pinv_psd(act_cov, shift, self.rcond)
+            out.append(-update / len(weights))
+        return tuple(out)
+
+
+@dataclass(frozen=True)
+class RuleInfo:
+    name: str
+    summary: str
+    reference: str
+
+
+RULES: dict[str, RuleInfo] = {
+    r.name: r
+    for r in [
+        RuleInfo("sgd", "gradient flow, -g", "Huh 2020, eqs. 5-6"),
+        RuleInfo("ngd", "natural gradient, -(H+)^+ g (minimum-norm pseudo-inverse)", "Huh 2020, eqs. 9-12"),
+        RuleInfo("qngd", "fractional NGD, -((H+)^+)^(1/q) g; needs q >= 1 (inf = sgd)", "Huh 2020, eq. 14"),
+        RuleInfo("sqrt-ngd", "fractional NGD with q = 2, -((H+)^+)^(1/2) g", "Huh 2020, eqs. 14-16"),
+        RuleInfo("ngd-d", "block-diagonal NGD, -(1/d) (H_ii)^+ g_i per layer", "Huh 2020, eqs. 23-24"),
+        RuleInfo("sqrt-ngd-d", "block-diagonal sqrt-NGD, -d^(-1/2) ((H_ii)^+)^(1/2) g_i", "Huh 2020, eqs. 25-26"),
+        RuleInfo("qngd-d", "block-diagonal q-NGD, -d^(-1/q) ((H_ii)^+)^(1/q) g_i; needs q >= 1", "Huh 2020, eq. 25"),
+        RuleInfo("damped-ngd", "damped NGD, -(eps+1)(eps I + H+)^-1 g; needs eps >= 0", "Huh 2020, eqs. 17-18"),
+        RuleInfo("bernacchia", "per-layer NG from error and activation covariances", "Bernacchia et al. 2018, eq. 10"),
+    ]
+}
+
+
+def vector_field(
+    rule: str,
+    *,
+    q: float | None = None,
+    eps: float | None = None,
+    rcond: float | None = None,
+    output_cov=None,
+    damping: float | None = None,
+) -> eqx.Module:
+    """The learning rule ``rule`` as a diffrax vector field ``f(t, weights, task)``.
+
+    Args:
+        rule: one of ``dlnsim.RULES`` (see ``dlnsim rules``).
+        q: the fractional power for ``"qngd"`` and ``"qngd-d"`` (q >= 1, ``inf`` allowed).
+        eps: the damping of ``"damped-ngd"`` (eps >= 0; eps = 0 is NGD).
+        rcond: relative rank cutoff of the pseudo-inverse (default 10 * size * machine eps).
+        output_cov, damping: options of ``"bernacchia"`` (output noise covariance; LM damping).
+    """
+    if rule not in RULES:
+        raise ValueError(f"unknown rule {rule!r}; choose one of {', '.join(RULES)}")
+    if q is not None and rule not in ("qngd", "qngd-d"):
+        raise ValueError(f"q applies only to the rules qngd and qngd-d, not {rule!r}")
+    if rule in ("qngd", "qngd-d") and q is None:
+        raise ValueError(f"rule {rule!r} needs q >= 1 (q=1 is NGD, q=2 sqrt-NGD, q=inf SGD)")
+    if eps is not None and rule != "damped-ngd":
+        raise ValueError(f"eps applies only to the rule damped-ngd, not {rule!r}")
+    if (output_cov is not None or damping is not None) and rule != "bernacchia":
+        raise ValueError(f"output_cov and damping apply only to the rule bernacchia, not {rule!r}")
+    if q is not None:
+        q = check_q(q)
+    if rule == "sgd":
+        return GradientFlow()
+    if rule == "bernacchia":
+        return BernacchiaFlow(output_cov, 0.0 if damping is None else damping, rcond)
+    if rule.endswith("-d"):
+        curvature, base = BlockDiagonalGaussNewton(rcond=rcond), rule[:-2]
+    else:
+        curvature, base = GaussNewton(rcond=rcond), rule
+    if base == "damped-ngd":
+        eps = 0.0 if eps is None else check_nonnegative("eps", eps)
+        return NaturalGradientFlow(curvature, 1.0, eps)
+    power = {"ngd": 1.0, "sqrt-ngd": 2.0}.get(base, q)
+    return NaturalGradientFlow(curvature, power)
+
+
+def rule_q(rule: str, q: float | None = None) -> float:
+    """The curvature power q of a named rule (inf for sgd; 1 for ngd, ngd-d, damped-ngd, bernacchia)."""
+    if rule == "sgd":
+        return math.inf
+    if rule in ("qngd", "qngd-d"):
+        return check_q(q)
+    return 2.0 if rule.startswith("sqrt-ngd") else 1.0
+
+
+__all__ = [
+    "GradientFlow",
+    "NaturalGradientFlow",
+    "BernacchiaFlow",
+    "RULES",
+    "vector_field",
+]

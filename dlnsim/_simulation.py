@@ -1,0 +1,305 @@
+"""Integrating learning rules with diffrax, and the observables of a trajectory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._checks import DynamicsBlowUpError, check_nonnegative, check_positive
+from ._models import as_weights, conserved_quantities, network_map
+from ._rules import RULES, BernacchiaFlow, NaturalGradientFlow, vector_field
+from ._tasks import StudentTeacherData, Task
+
+DEFAULT_RTOL = 1e-8
+DEFAULT_ATOL = 1e-10
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    """A learning trajectory at its saved times, with its observables (all NumPy arrays).
+
+    Attributes:
+        rule: the rule's name.
+        times: shape (T,).
+        weights: ``(W_1, ..., W_d)``, each of shape (T, n_i, n_{i-1}).
+        loss: the task loss 1/2 Tr[(W - W*) Sigma_x (W - W*)^T] (Huh 2020, eq. 1), shape (T,).
+        mode_strengths: u_k^T W Sigma_x v_k in the data's singular basis, shape (T, modes).
+        mode_targets: the data's singular values s_k, the strengths' fixed point, shape (modes,).
+        conservation_drift: max_i ||C_i(t) - C_i(0)||_F with C_i of Huh 2020 eq. 4, shape (T,).
+        parameter_speed: ||dtheta/dt||, shape (T,).
+        train_loss, test_loss: for :class:`StudentTeacherData` tasks, else ``None``.
+        stopped_early: whether the loss-threshold event ended the run before t1.
+    """
+
+    rule: str
+    times: np.ndarray
+    weights: tuple[np.ndarray, ...]
+    loss: np.ndarray
+    mode_strengths: np.ndarray
+    mode_targets: np.ndarray
+    conservation_drift: np.ndarray
+    parameter_speed: np.ndarray
+    train_loss: np.ndarray | None = None
+    test_loss: np.ndarray | None = None
+    stopped_early: bool = False
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def depth(self) -> int:
+        return len(self.weights)
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        return (self.weights[0].shape[2],) + tuple(w.shape[1] for w in self.weights)
+
+    def maps(self) -> np.ndarray:
+        """The input-output map W(t), shape (T, n_d, n_0)."""
+        out = self.weights[0]
+        for w in self.weights[1:]:
+            out = np.einsum("tij,tjk->tik", w, out)
+        return out
+
+    def half_times(self) -> np.ndarray:
+        """Per mode, the first time its strength reaches half its target (NaN if it never does)."""
+        out = []
+        for k, target in enumerate(self.mode_targets):
+            s = self.mode_strengths[:, k]
+            half = 0.5 * target
+            hit = np.nonzero(s >= half)[0] if target > 0 else np.array([], dtype=int)
+            if hit.size == 0:
+                out.append(np.nan)
+            elif hit[0] == 0:
+                out.append(float(self.times[0]))
+            else:
+                i = hit[0]
+                frac = (half - s[i - 1]) / (s[i] - s[i - 1])
+                out.append(float(self.times[i - 1] + frac * (self.times[i] - self.times[i - 1])))
+        return np.asarray(out)
+
+
+def _rule_name(rule) -> str:
+    if isinstance(rule, str):
+        return rule
+    return type(rule).__name__
+
+
+def _blow_up_hint(rule) -> str:
+    ngd_like = (isinstance(rule, NaturalGradientFlow) and rule.q == 1.0 and rule.damping == 0.0) or (
+        isinstance(rule, BernacchiaFlow) and rule.damping == 0.0
+    )
+    if ngd_like:
+        return (
+            "NGD's parameter speed diverges as the weights approach 0 (Huh 2020, eq. 13); start from "
+            "larger non-zero weights, or use damped-ngd (eps > 0) or sqrt-ngd"
+        )
+    return "shorten t1, raise max_steps, or start from a less extreme initialisation"
+
+
+def _split_task(task) -> tuple[Task, StudentTeacherData | None]:
+    if isinstance(task, StudentTeacherData):
+        return task.task, task
+    if isinstance(task, Task):
+        return task, None
+    raise ValueError(f"task must be a dlnsim.Task or dlnsim.StudentTeacherData, got {type(task).__name__}")
+
+
+def _check_task_matches(weights, task: Task) -> None:
+    n0, nd = weights[0].shape[1], weights[-1].shape[0]
+    if task.teacher.shape != (nd, n0):
+        raise ValueError(
+            f"the net maps {n0} inputs to {nd} outputs but the task's teacher has shape "
+            f"{tuple(task.teacher.shape)}; widths must match"
+        )
+
+
+@eqx.filter_jit
+def _observables(rule, task: Task, data: StudentTeacherData | None, ws):
+    """Per saved state: loss, mode strengths, conservation drift, parameter speed, data losses."""
+
+    def one(weights):
+        w = network_map(weights)
+        c = conserved_quantities(weights)
+        speed = jnp.sqrt(sum(jnp.sum(v**2) for v in rule(0.0, weights, task)))
+        out = {"loss": task.loss(w), "modes": task.mode_strengths(w), "speed": speed, "C": c}
+        if data is not None:
+            out["train"] = data.train_loss(w)
+            out["test"] = data.test_loss(w)
+        return out
+
+    obs = jax.vmap(one)(ws)
+    c0 = [c[0] for c in obs["C"]]
+    drift = [jnp.sqrt(jnp.sum((c - c_init) ** 2, axis=(1, 2))) for c, c_init in zip(obs["C"], c0, strict=True)]
+    obs["drift"] = jnp.max(jnp.stack(drift), axis=0) if drift else jnp.zeros_like(obs["loss"])
+    del obs["C"]
+    return obs
+
+
+def _make_trajectory(name, rule, task, data, times, ws, stopped_early) -> Trajectory:
+    obs = _observables(rule, task, data, ws)
+    obs = jax.tree_util.tree_map(np.asarray, obs)
+    _, s, _ = task.mode_basis()
+    return Trajectory(
+        rule=name,
+        times=np.asarray(times),
+        weights=tuple(np.asarray(w) for w in ws),
+        loss=obs["loss"],
+        mode_strengths=obs["modes"],
+        mode_targets=np.asarray(s),
+        conservation_drift=obs["drift"],
+        parameter_speed=obs["speed"],
+        train_loss=obs.get("train"),
+        test_loss=obs.get("test"),
+        stopped_early=stopped_early,
+    )
+
+
+def _resolve_rule(rule):
+    if isinstance(rule, str):
+        return vector_field(rule)
+    if not callable(rule):
+        raise ValueError(f"rule must be a name ({', '.join(RULES)}) or a vector field f(t, weights, task)")
+    return rule
+
+
+def simulate(
+    net_or_weights,
+    rule,
+    task,
+    t1: float,
+    *,
+    t0: float = 0.0,
+    saveat: diffrax.SaveAt | None = None,
+    solver: diffrax.AbstractSolver | None = None,
+    stepsize_controller: diffrax.AbstractStepSizeController | None = None,
+    dt0: float | None = None,
+    max_steps: int = 200_000,
+    loss_threshold: float | None = None,
+    progress_meter: diffrax.AbstractProgressMeter | None = None,
+) -> Trajectory:
+    """Integrates a learning rule with diffrax and returns its :class:`Trajectory`.
+
+    Args:
+        net_or_weights: a :class:`DeepLinearNet` or a sequence ``(W_1, ..., W_d)``.
+        rule: a rule name (see ``dlnsim.RULES``) or any vector field ``f(t, weights, task)``.
+        task: a :class:`Task` or :class:`StudentTeacherData` (adds train and test losses).
+        t1: the end time (eta = 1, so t counts learning-rate units).
+        saveat, solver, stepsize_controller, dt0, max_steps, progress_meter: passed to
+            ``diffrax.diffeqsolve``. Defaults: 501 equally spaced saves, Tsit5, and a PID
+            controller with rtol 1e-8, atol 1e-10.
+        loss_threshold: stop early once the task loss falls to this value.
+
+    Raises:
+        DynamicsBlowUpError: the state became non-finite, the steps stalled, or max_steps ran
+            out. It carries the time reached and a hint; no NaN is ever returned.
+    """
+    weights = as_weights(net_or_weights)
+    base, data = _split_task(task)
+    _check_task_matches(weights, base)
+    t1 = check_positive("t1", t1)
+    if t1 <= t0:
+        raise ValueError(f"t1 must be greater than t0 = {t0}, got {t1}")
+    name = _rule_name(rule)
+    field_ = _resolve_rule(rule)
+    if saveat is None:
+        saveat = diffrax.SaveAt(ts=jnp.linspace(t0, t1, 501))
+    event = None
+    if loss_threshold is not None:
+        threshold = check_nonnegative("loss_threshold", loss_threshold)
+
+        def reached(t, y, args, **kwargs):
+            return args.loss(network_map(y)) <= threshold
+
+        event = diffrax.Event(reached)
+    sol = diffrax.diffeqsolve(
+        diffrax.ODETerm(field_),
+        diffrax.Tsit5() if solver is None else solver,
+        t0,
+        t1,
+        dt0,
+        weights,
+        args=base,
+        saveat=saveat,
+        stepsize_controller=(
+            diffrax.PIDController(rtol=DEFAULT_RTOL, atol=DEFAULT_ATOL)
+            if stepsize_controller is None
+            else stepsize_controller
+        ),
+        max_steps=max_steps,
+        event=event,
+        throw=False,
+        progress_meter=diffrax.NoProgressMeter() if progress_meter is None else progress_meter,
+    )
+    times = np.asarray(sol.ts)
+    ws = tuple(np.asarray(w) for w in sol.ys)
+    finite = np.isfinite(times)
+    for w in ws:
+        finite &= np.all(np.isfinite(w), axis=(1, 2))
+    # Saves past an early stop are filled with inf: keep the contiguous finite prefix.
+    n_ok = int(np.argmin(finite)) if not finite.all() else finite.size
+    event_hit = bool(sol.result == diffrax.RESULTS.event_occurred)
+    if not (diffrax.is_successful(sol.result) or event_hit):
+        reached_t = float(times[n_ok - 1]) if n_ok else float(t0)
+        message = str(sol.result).split("<", 1)[-1].rstrip(">").strip()
+        raise DynamicsBlowUpError(reached_t, message, _blow_up_hint(field_))
+    if n_ok < finite.size and not event_hit:
+        bad_t = float(times[n_ok]) if np.isfinite(times[n_ok]) else float(t0)
+        raise DynamicsBlowUpError(bad_t, "the state became non-finite", _blow_up_hint(field_))
+    ws = tuple(jnp.asarray(w[:n_ok]) for w in ws)
+    return _make_trajectory(name, field_, base, data, times[:n_ok], ws, event_hit)
+
+
+def simulate_discrete(
+    net_or_weights,
+    rule,
+    task,
+    *,
+    lr: float,
+    steps: int,
+    save_every: int = 1,
+) -> Trajectory:
+    """Discrete updates theta <- theta + lr f(t, theta) of the same vector fields (forward Euler).
+
+    Saved times are ``step * lr``, so discrete and continuous runs share one time axis. Raises
+    :class:`DynamicsBlowUpError` at the first saved step whose state is non-finite.
+    """
+    weights = as_weights(net_or_weights)
+    base, data = _split_task(task)
+    _check_task_matches(weights, base)
+    lr = check_positive("lr", lr)
+    if int(steps) != steps or steps < 1 or int(save_every) != save_every or save_every < 1:
+        raise ValueError(f"steps and save_every must be integers >= 1, got {steps} and {save_every}")
+    name = _rule_name(rule)
+    field_ = _resolve_rule(rule)
+    n_saves = steps // save_every
+    ws = _euler(field_, base, weights, lr, int(save_every), int(n_saves))
+    ws = tuple(jnp.concatenate([w0[None], w]) for w0, w in zip(weights, ws, strict=True))
+    times = lr * save_every * np.arange(n_saves + 1)
+    finite = np.ones(times.shape, dtype=bool)
+    for w in ws:
+        finite &= np.all(np.isfinite(np.asarray(w)), axis=(1, 2))
+    if not finite.all():
+        bad = int(np.argmin(finite))
+        raise DynamicsBlowUpError(float(times[bad]), "the discrete iterates became non-finite", _blow_up_hint(field_))
+    return _make_trajectory(name, field_, base, data, times, ws, False)
+
+
+@eqx.filter_jit
+def _euler(rule, task, weights, lr, save_every, n_saves):
+    def step(w, _):
+        return jax.tree_util.tree_map(lambda a, b: a + lr * b, w, rule(0.0, w, task)), None
+
+    def block(w, _):
+        w, _ = jax.lax.scan(step, w, None, length=save_every)
+        return w, w
+
+    _, saved = jax.lax.scan(block, weights, None, length=n_saves)
+    return saved
+
+
+__all__ = ["Trajectory", "simulate", "simulate_discrete"]
+

@@ -1,0 +1,214 @@
+"""Regression tasks for deep linear nets: the quadratic loss and data factories."""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from ._checks import check_finite, check_positive
+
+
+def _psd_sqrt(cov: Array) -> Array:
+    evals, evecs = jnp.linalg.eigh(cov)
+    return (evecs * jnp.sqrt(jnp.clip(evals, 0.0))) @ evecs.T
+
+
+class Task(eqx.Module):
+    """The squared-error loss L(W) = 1/2 Tr[(W - W*) Sigma_x (W - W*)^T] (Huh 2020, eq. 1).
+
+    Args:
+        teacher: the target map W* of shape ``(n_out, n_in)``.
+        input_cov: the input correlation Sigma_x (symmetric PSD); the identity by default.
+
+    The loss omits the data's irreducible constant; :class:`StudentTeacherData` adds it back.
+    """
+
+    teacher: Float[Array, "n_out n_in"]
+    input_cov: Float[Array, "n_in n_in"]
+    input_cov_sqrt: Float[Array, "n_in n_in"]
+
+    def __init__(self, teacher, input_cov=None):
+        teacher = jnp.asarray(teacher, dtype=jnp.result_type(float))
+        if teacher.ndim != 2:
+            raise ValueError(f"teacher must be a 2-D matrix (n_out, n_in), got shape {teacher.shape}")
+        check_finite("teacher", teacher)
+        n_in = teacher.shape[1]
+        if input_cov is None:
+            input_cov = jnp.eye(n_in, dtype=teacher.dtype)
+        input_cov = jnp.asarray(input_cov, dtype=teacher.dtype)
+        if input_cov.shape != (n_in, n_in):
+            raise ValueError(
+                f"input_cov must be ({n_in}, {n_in}) to match the teacher's inputs, got {input_cov.shape}"
+            )
+        check_finite("input_cov", input_cov)
+        cov_np = np.asarray(input_cov)
+        if not np.allclose(cov_np, cov_np.T, rtol=1e-10, atol=1e-12 * max(1.0, np.abs(cov_np).max())):
+            raise ValueError("input_cov must be symmetric")
+        if np.linalg.eigvalsh(0.5 * (cov_np + cov_np.T)).min() < -1e-10 * max(1.0, np.abs(cov_np).max()):
+            raise ValueError("input_cov must be positive semi-definite")
+        self.teacher = teacher
+        self.input_cov = input_cov
+        self.input_cov_sqrt = _psd_sqrt(input_cov)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.teacher.shape)
+
+    def loss(self, W: Float[Array, "n_out n_in"]) -> Float[Array, ""]:
+        """1/2 Tr[(W - W*) Sigma_x (W - W*)^T] (Huh 2020, eq. 1)."""
+        delta = W - self.teacher
+        return 0.5 * jnp.sum((delta @ self.input_cov) * delta)
+
+    def whitened_residual(self, W: Float[Array, "n_out n_in"]) -> Float[Array, "n_out n_in"]:
+        """(W - W*) Sigma_x^(1/2): the residual in whitened map space, so that L = 1/2 ||.||_F^2."""
+        return (W - self.teacher) @ self.input_cov_sqrt
+
+    def mode_basis(self) -> tuple[Array, Array, Array]:
+        """SVD ``(U, s, V)`` of the input-output correlation Sigma_yx = W* Sigma_x (Huh 2020, Fig. 3D)."""
+        u, s, vt = jnp.linalg.svd(self.teacher @ self.input_cov, full_matrices=False)
+        return u, s, vt.T
+
+    def mode_strengths(self, W: Float[Array, "... n_out n_in"]) -> Float[Array, "... modes"]:
+        """u_k^T (W Sigma_x) v_k: the net's input-output correlation projected on the data's modes.
+
+        With Sigma_x = I this is u_k^T W v_k; each strength converges to the data's s_k.
+        """
+        u, _, v = self.mode_basis()
+        return jnp.einsum("ik,...ij,jl,lk->...k", u, W, self.input_cov, v)
+
+
+def random_teacher(
+    key: PRNGKeyArray, n_out: int, n_in: int, *, rank: int | None = None, spectrum=None
+) -> Float[Array, "n_out n_in"]:
+    """A teacher map U diag(spectrum) V^T with Haar-random singular vectors.
+
+    ``spectrum`` defaults to ``rank, rank-1, ..., 1``; ``rank`` defaults to ``min(n_out, n_in)``.
+    """
+    kmax = min(n_out, n_in)
+    if spectrum is None:
+        rank = kmax if rank is None else int(rank)
+        if not 1 <= rank <= kmax:
+            raise ValueError(f"rank must be between 1 and min(n_out, n_in) = {kmax}, got {rank}")
+        spectrum = np.arange(rank, 0, -1, dtype=float)
+    spectrum = jnp.asarray(spectrum, dtype=jnp.result_type(float))
+    check_finite("spectrum", spectrum)
+    if spectrum.ndim != 1 or not 1 <= spectrum.shape[0] <= kmax:
+        raise ValueError(f"spectrum must be a 1-D array of 1 to {kmax} values, got shape {spectrum.shape}")
+    if rank is not None and spectrum.shape[0] != rank:
+        raise ValueError(f"rank={rank} disagrees with the {spectrum.shape[0]} values in spectrum")
+    ku, kv = jr.split(key)
+    r = spectrum.shape[0]
+    u, _ = jnp.linalg.qr(jr.normal(ku, (n_out, r), dtype=spectrum.dtype))
+    v, _ = jnp.linalg.qr(jr.normal(kv, (n_in, r), dtype=spectrum.dtype))
+    return (u * spectrum) @ v.T
+
+
+def correlated_input_cov(key: PRNGKeyArray, n_in: int, *, decay: float = 5.0) -> Float[Array, "n n"]:
+    """Random-eigenvector covariance with eigenvalues exp(-decay i / n_in), i = 0..n_in-1.
+
+    Bernacchia et al. 2018, sec. 5 (decay = 5).
+    """
+    dtype = jnp.result_type(float)
+    q, _ = jnp.linalg.qr(jr.normal(key, (n_in, n_in), dtype=dtype))
+    evals = jnp.exp(-decay * jnp.arange(n_in, dtype=dtype) / n_in)
+    return (q * evals) @ q.T
+
+
+class StudentTeacherData(eqx.Module):
+    """The noisy student-teacher dataset of Huh 2020, sec. 4 (after Lampinen & Ganguli 2018).
+
+    y = W* x + z with x ~ N(0, I) and z ~ N(0, noise_std^2 I). ``task`` holds the empirical
+    least-squares map Sigma_yx Sigma_x^+ and the empirical Sigma_x of the training set, so that
+    ``train_loss(W) = task.loss(W) + irreducible_loss`` is exactly 1/2 mean ||y - W x||^2.
+    """
+
+    task: Task
+    true_teacher: Float[Array, "n_out n_in"]
+    train_inputs: Float[Array, "P n_in"]
+    train_targets: Float[Array, "P n_out"]
+    test_inputs: Float[Array, "Q n_in"]
+    test_targets: Float[Array, "Q n_out"]
+    irreducible_loss: Float[Array, ""]
+    noise_std: float = eqx.field(static=True)
+
+    def train_loss(self, W: Float[Array, "n_out n_in"]) -> Float[Array, ""]:
+        return self.task.loss(W) + self.irreducible_loss
+
+    def test_loss(self, W: Float[Array, "n_out n_in"]) -> Float[Array, ""]:
+        """1/2 mean ||y - W x||^2 on the held-out samples."""
+        err = self.test_targets - self.test_inputs @ W.T
+        return 0.5 * jnp.mean(jnp.sum(err**2, axis=-1))
+
+
+def _empirical(x: Array, y: Array) -> tuple[Array, Array, Array]:
+    p = x.shape[0]
+    sxx = x.T @ x / p
+    syx = y.T @ x / p
+    w_ls = syx @ jnp.linalg.pinv(sxx, hermitian=True)
+    return sxx, syx, w_ls
+
+
+def student_teacher(
+    key: PRNGKeyArray,
+    *,
+    width: int = 16,
+    rank: int = 3,
+    spectrum=None,
+    snr: float = 10.0,
+    samples: int = 16,
+    test_samples: int = 1000,
+) -> StudentTeacherData:
+    """The student-teacher task of Huh 2020, sec. 4 / Fig. 3.
+
+    A rank-``rank`` teacher of size ``width x width`` with singular values ``spectrum``
+    (default ``rank, ..., 1``) and Gaussian output noise whose standard deviation is the
+    teacher's root-mean-square mode strength divided by ``snr``. ``samples`` training pairs
+    (Huh 2020 uses P = N = 16) and ``test_samples`` fresh pairs for the test loss.
+    """
+    snr = check_positive("snr", snr)
+    for name, v in (("width", width), ("samples", samples), ("test_samples", test_samples)):
+        if int(v) != v or v < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+    kt, kx, kz, kxt, kzt = jr.split(key, 5)
+    teacher = random_teacher(kt, width, width, rank=rank, spectrum=spectrum)
+    s = jnp.linalg.svd(teacher, compute_uv=False)
+    s = s[s > 1e-12 * s[0]]
+    noise_std = float(jnp.sqrt(jnp.mean(s**2))) / snr
+    dtype = teacher.dtype
+
+    def draw(kx, kz, n):
+        x = jr.normal(kx, (n, width), dtype=dtype)
+        return x, x @ teacher.T + noise_std * jr.normal(kz, (n, width), dtype=dtype)
+
+    x, y = draw(kx, kz, samples)
+    xt, yt = draw(kxt, kzt, test_samples)
+    sxx, _, w_ls = _empirical(x, y)
+    task = Task(w_ls, 0.5 * (sxx + sxx.T))
+    irreducible = 0.5 * jnp.mean(jnp.sum((y - x @ w_ls.T) ** 2, axis=-1))
+    return StudentTeacherData(task, teacher, x, y, xt, yt, irreducible, noise_std)
+
+
+def load_regression_data(path: str) -> tuple[Task, Array]:
+    """Loads a user's ``.npz`` with arrays ``x`` (P, n_in) and ``y`` (P, n_out) as a :class:`Task`.
+
+    Returns the task built from the empirical Sigma_x and least-squares map, and the irreducible
+    constant, so that 1/2 mean ||y - W x||^2 = task.loss(W) + constant.
+    """
+    try:
+        data = np.load(path)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"cannot read {path!r} as an .npz file with arrays x and y: {err}") from None
+    if "x" not in data or "y" not in data:
+        raise ValueError(f"{path!r} must contain arrays named 'x' (P, n_in) and 'y' (P, n_out)")
+    x = jnp.asarray(data["x"], dtype=jnp.result_type(float))
+    y = jnp.asarray(data["y"], dtype=jnp.result_type(float))
+    if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0]:
+        raise ValueError(f"x and y must be 2-D with the same number of rows, got {x.shape} and {y.shape}")
+    check_finite("x", x)
+    check_finite("y", y)
+    sxx, _, w_ls = _empirical(x, y)
+    irreducible = 0.5 * jnp.mean(jnp.sum((y - x @ w_ls.T) ** 2, axis=-1))
+    return Task(w_ls, 0.5 * (sxx + sxx.T)), irreducible
