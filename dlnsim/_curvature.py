@@ -115,7 +115,9 @@ class BlockDiagonalGaussNewton(AbstractCurvature):
             eb, ub = jnp.linalg.eigh(b.T @ b)
             ea, ua = jnp.linalg.eigh(fa @ fa.T)
             evals = scale * eb[:, None] * ea[None, :]
-            f = spectral_power(evals, power=power, damping=damping, rcond=self._rcond(evals.size, evals.dtype))
+            f = spectral_power(
+                evals, power=power, damping=damping, rcond=self._rcond(evals.size, evals.dtype)
+            )
             out.append(ub @ (f * (ub.T @ g @ ua)) @ ua.T)
         return tuple(out)
 

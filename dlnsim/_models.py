@@ -143,7 +143,9 @@ class DeepLinearNet(eqx.Module):
             ]
         elif init == "balanced":
             modes = min(widths)
-            s = _mode_singular_values(scale if singular_values is None else singular_values, 1, modes, dtype)[0]
+            s = _mode_singular_values(scale if singular_values is None else singular_values, 1, modes, dtype)[
+                0
+            ]
             frames = [_semi_orthogonal(k, n, modes, dtype) for k, n in zip(keys, widths, strict=False)]
             ws = [frames[i + 1] @ jnp.diag(s) @ frames[i].T for i in range(depth)]
         else:  # aligned
@@ -154,12 +156,15 @@ class DeepLinearNet(eqx.Module):
     def __check_init__(self):
         if len(self.weights) != len(self.widths) - 1:
             raise ValueError(
-                f"got {len(self.weights)} weight matrices for widths {self.widths}; need {len(self.widths) - 1}"
+                f"got {len(self.weights)} weight matrices for widths {self.widths}; "
+                f"need {len(self.widths) - 1}"
             )
         for i, w in enumerate(self.weights):
             expected = (self.widths[i + 1], self.widths[i])
             if tuple(w.shape) != expected:
-                raise ValueError(f"W_{i + 1} has shape {tuple(w.shape)}; widths {self.widths} need {expected}")
+                raise ValueError(
+                    f"W_{i + 1} has shape {tuple(w.shape)}; widths {self.widths} need {expected}"
+                )
 
     @classmethod
     def from_weights(cls, weights: Sequence[Array]) -> DeepLinearNet:

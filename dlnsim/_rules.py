@@ -88,7 +88,11 @@ class BernacchiaFlow(eqx.Module):
     def __call__(self, t, weights: Weights, task: Task) -> Weights:
         pre, suf = prefix_products(weights), suffix_products(weights)
         nd = weights[-1].shape[0]
-        precision = jnp.eye(nd, dtype=task.teacher.dtype) if self.output_cov is None else jnp.linalg.inv(self.output_cov)
+        precision = (
+            jnp.eye(nd, dtype=task.teacher.dtype)
+            if self.output_cov is None
+            else jnp.linalg.inv(self.output_cov)
+        )
         delta = network_map(weights) - task.teacher
         shift = math.sqrt(self.damping)
         out = []
@@ -116,10 +120,20 @@ RULES: dict[str, RuleInfo] = {
         RuleInfo("qngd", "fractional NGD, -((H+)^+)^(1/q) g; needs q >= 1 (inf = sgd)", "Huh 2020, eq. 14"),
         RuleInfo("sqrt-ngd", "fractional NGD with q = 2, -((H+)^+)^(1/2) g", "Huh 2020, eqs. 14-16"),
         RuleInfo("ngd-d", "block-diagonal NGD, -(1/d) (H_ii)^+ g_i per layer", "Huh 2020, eqs. 23-24"),
-        RuleInfo("sqrt-ngd-d", "block-diagonal sqrt-NGD, -d^(-1/2) ((H_ii)^+)^(1/2) g_i", "Huh 2020, eqs. 25-26"),
-        RuleInfo("qngd-d", "block-diagonal q-NGD, -d^(-1/q) ((H_ii)^+)^(1/q) g_i; needs q >= 1", "Huh 2020, eq. 25"),
-        RuleInfo("damped-ngd", "damped NGD, -(eps+1)(eps I + H+)^-1 g; needs eps >= 0", "Huh 2020, eqs. 17-18"),
-        RuleInfo("bernacchia", "per-layer NG from error and activation covariances", "Bernacchia et al. 2018, eq. 10"),
+        RuleInfo(
+            "sqrt-ngd-d", "block-diagonal sqrt-NGD, -d^(-1/2) ((H_ii)^+)^(1/2) g_i", "Huh 2020, eqs. 25-26"
+        ),
+        RuleInfo(
+            "qngd-d", "block-diagonal q-NGD, -d^(-1/q) ((H_ii)^+)^(1/q) g_i; needs q >= 1", "Huh 2020, eq. 25"
+        ),
+        RuleInfo(
+            "damped-ngd", "damped NGD, -(eps+1)(eps I + H+)^-1 g; needs eps >= 0", "Huh 2020, eqs. 17-18"
+        ),
+        RuleInfo(
+            "bernacchia",
+            "per-layer NG from error and activation covariances",
+            "Bernacchia et al. 2018, eq. 10",
+        ),
     ]
 }
 

@@ -88,15 +88,19 @@ def _rule_name(rule) -> str:
     return type(rule).__name__
 
 
-def _blow_up_hint(rule) -> str:
+def _blow_up_hint(rule, discrete: bool = False) -> str:
     ngd_like = (isinstance(rule, NaturalGradientFlow) and rule.q == 1.0 and rule.damping == 0.0) or (
         isinstance(rule, BernacchiaFlow) and rule.damping == 0.0
     )
     if ngd_like:
         return (
             "NGD's parameter speed diverges as the weights approach 0 (Huh 2020, eq. 13); start from "
-            "larger non-zero weights, or use damped-ngd (eps > 0) or sqrt-ngd"
+            "larger non-zero weights"
+            + (", lower the learning rate" if discrete else "")
+            + ", or use damped-ngd (eps > 0) or sqrt-ngd"
         )
+    if discrete:
+        return "lower the learning rate lr, or start from a less extreme initialisation"
     return "shorten t1, raise max_steps, or start from a less extreme initialisation"
 
 
@@ -133,7 +137,9 @@ def _observables(rule, task: Task, data: StudentTeacherData | None, ws):
 
     obs = jax.vmap(one)(ws)
     c0 = [c[0] for c in obs["C"]]
-    drift = [jnp.sqrt(jnp.sum((c - c_init) ** 2, axis=(1, 2))) for c, c_init in zip(obs["C"], c0, strict=True)]
+    drift = [
+        jnp.sqrt(jnp.sum((c - c_init) ** 2, axis=(1, 2))) for c, c_init in zip(obs["C"], c0, strict=True)
+    ]
     obs["drift"] = jnp.max(jnp.stack(drift), axis=0) if drift else jnp.zeros_like(obs["loss"])
     del obs["C"]
     return obs
@@ -244,7 +250,7 @@ def simulate(
     event_hit = bool(sol.result == diffrax.RESULTS.event_occurred)
     if not (diffrax.is_successful(sol.result) or event_hit):
         reached_t = float(times[n_ok - 1]) if n_ok else float(t0)
-        message = str(sol.result).split("<", 1)[-1].rstrip(">").strip()
+        message = str(sol.result).split("<", 1)[-1].rstrip(">").strip().rstrip(".")
         raise DynamicsBlowUpError(reached_t, message, _blow_up_hint(field_))
     if n_ok < finite.size and not event_hit:
         bad_t = float(times[n_ok]) if np.isfinite(times[n_ok]) else float(t0)
@@ -261,11 +267,13 @@ def simulate_discrete(
     lr: float,
     steps: int,
     save_every: int = 1,
+    divergence_factor: float = 1e10,
 ) -> Trajectory:
     """Discrete updates theta <- theta + lr f(t, theta) of the same vector fields (forward Euler).
 
     Saved times are ``step * lr``, so discrete and continuous runs share one time axis. Raises
-    :class:`DynamicsBlowUpError` at the first saved step whose state is non-finite.
+    :class:`DynamicsBlowUpError` at the first saved step whose state is non-finite or whose loss
+    exceeds ``divergence_factor`` times the initial loss.
     """
     weights = as_weights(net_or_weights)
     base, data = _split_task(task)
@@ -282,9 +290,17 @@ def simulate_discrete(
     finite = np.ones(times.shape, dtype=bool)
     for w in ws:
         finite &= np.all(np.isfinite(np.asarray(w)), axis=(1, 2))
-    if not finite.all():
-        bad = int(np.argmin(finite))
-        raise DynamicsBlowUpError(float(times[bad]), "the discrete iterates became non-finite", _blow_up_hint(field_))
+    losses = np.asarray(jax.vmap(lambda *w: base.loss(network_map(w)))(*ws))
+    with np.errstate(invalid="ignore"):
+        ok = finite & (losses <= divergence_factor * max(float(losses[0]), np.finfo(float).tiny))
+    if not ok.all():
+        bad = int(np.argmin(ok))
+        reason = (
+            "the discrete iterates became non-finite"
+            if not finite[bad]
+            else f"the loss grew to {losses[bad]:.3g}, over {divergence_factor:g} x its initial value"
+        )
+        raise DynamicsBlowUpError(float(times[bad]), reason, _blow_up_hint(field_, discrete=True))
     return _make_trajectory(name, field_, base, data, times, ws, False)
 
 
@@ -302,4 +318,3 @@ def _euler(rule, task, weights, lr, save_every, n_saves):
 
 
 __all__ = ["Trajectory", "simulate", "simulate_discrete"]
-

@@ -1,0 +1,505 @@
+"""The ``dlnsim`` command line (typer): ``run``, ``compare`` and ``rules``."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import typer
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Exact learning dynamics of deep linear networks under curvature-corrected rules.",
+)
+
+TASKS = ("student-teacher", "teacher")
+
+
+@app.callback()
+def _entry() -> None:
+    """Exact learning dynamics of deep linear networks under curvature-corrected rules."""
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+
+
+def _fail(message: str, code: int = 2):
+    typer.echo(f"Error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@dataclass
+class Setup:
+    """A task, its data (if any) and the initial network, built from CLI options."""
+
+    task: object  # Task or StudentTeacherData
+    net: object
+    description: str
+
+
+def build_setup(
+    *,
+    task: str,
+    depth: int,
+    width: int,
+    widths: str | None,
+    init: str,
+    scale: float | None,
+    seed: int,
+    rank: int,
+    snr: float,
+    samples: int,
+    data: Path | None,
+) -> Setup:
+    """Builds the task and the initial net (the same for every rule given the same options)."""
+    import jax.random as jr
+
+    from ._checks import check_depth, check_widths
+    from ._models import DeepLinearNet
+    from ._tasks import Task, load_regression_data, random_teacher, student_teacher
+
+    key = jr.PRNGKey(seed)
+    k_task, k_net = jr.split(key)
+    if widths:
+        try:
+            parsed = tuple(int(w) for w in widths.split(","))
+        except ValueError:
+            raise ValueError(
+                f"--widths must be comma-separated integers like 5,3,2,3,4, got {widths!r}"
+            ) from None
+        net_widths = check_widths(parsed)
+    else:
+        check_depth(depth)
+        if int(width) != width or width < 1:
+            raise ValueError(f"width must be an integer >= 1, got {width!r}")
+        net_widths = (width,) * (depth + 1)
+    teacher = None
+    if data is not None:
+        base, irreducible = load_regression_data(str(data))
+        the_task, desc = base, f"data from {data} (irreducible loss {float(irreducible):.4g})"
+    elif task == "student-teacher":
+        if net_widths[0] != net_widths[-1]:
+            raise ValueError("the student-teacher task is square: input and output widths must be equal")
+        the_task = student_teacher(k_task, width=net_widths[0], rank=rank, snr=snr, samples=samples)
+        desc = f"student-teacher: rank-{rank} teacher, SNR {snr:g}, P={samples} samples"
+        teacher = the_task.task.teacher
+    elif task == "teacher":
+        the_task = Task(random_teacher(k_task, net_widths[-1], net_widths[0], rank=rank))
+        desc = f"noise-free rank-{rank} teacher, whitened inputs"
+        teacher = the_task.teacher
+    else:
+        raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    net = DeepLinearNet(net_widths, key=k_net, init=init, scale=scale, teacher=teacher)
+    return Setup(the_task, net, desc)
+
+
+@contextlib.contextmanager
+def atomic_directory(out: Path):
+    """Yields a fresh temporary directory that replaces ``out`` only if the block succeeds."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _progress_meter(log_span: float | None = None):
+    """diffrax's tqdm meter, shown only once a solve has run for a second.
+
+    For runs to convergence (``log_span`` = t_max / first save time) the bar advances in log time,
+    since diffrax reports progress as the fraction of [t0, t_max] reached.
+    """
+    import diffrax
+
+    def to_percent(progress: float) -> float:
+        if log_span is None:
+            return 100.0 * progress
+        return 100.0 * math.log1p(progress * log_span) / math.log1p(log_span)
+
+    class _DelayedTqdm(diffrax.TqdmProgressMeter):
+        @staticmethod
+        def _init_bar():
+            import tqdm
+
+            fmt = "{percentage:.1f}%|{bar}| [{elapsed}<{remaining}]" + (" (log time)" if log_span else "")
+            return tqdm.tqdm(total=100, unit="%", delay=1.0, bar_format=fmt)
+
+        @staticmethod
+        def _step_bar(bar, progress) -> None:
+            bar.n = round(to_percent(float(progress)), 2)
+            bar.update(n=0)
+
+    return _DelayedTqdm()
+
+
+def _simulate_cli(setup: Setup, rule_field, name, *, t1, t_max, loss_tol, saves, progress):
+    import diffrax
+    import jax.numpy as jnp
+
+    from ._simulation import simulate
+
+    base = getattr(setup.task, "task", setup.task)
+    loss0 = float(base.loss(setup.net.map()))
+    if t1 is None:
+        ts = jnp.concatenate([jnp.zeros(1), jnp.geomspace(t_max * 1e-6, t_max, saves - 1)])
+        end, threshold = t_max, loss_tol * loss0
+    else:
+        ts = jnp.linspace(0.0, t1, saves)
+        end, threshold = t1, None
+    traj = simulate(
+        setup.net,
+        rule_field,
+        setup.task,
+        end,
+        saveat=diffrax.SaveAt(ts=ts),
+        loss_threshold=threshold,
+        max_steps=2_000_000,
+        progress_meter=(_progress_meter(None if t1 is not None else 1e6) if progress else None),
+    )
+    return _renamed(traj, name)
+
+
+def _renamed(traj, name):
+    import dataclasses
+
+    return dataclasses.replace(traj, rule=name)
+
+
+def _summary(traj, setup: Setup, *, rule, q, eps, seed, init, task_name, wall, t1, loss_tol) -> dict:
+    import numpy as np
+
+    from ._tasks import StudentTeacherData
+
+    out = {
+        "rule": rule,
+        "depth": traj.depth,
+        "widths": list(traj.widths),
+        "q": None if q is None else (q if math.isfinite(q) else "inf"),
+        "eps": eps,
+        "seed": seed,
+        "init": init,
+        "task": task_name,
+        "task_description": setup.description,
+        "t_final": float(traj.times[-1]),
+        "converged": bool(traj.stopped_early) if t1 is None else None,
+        "loss_tolerance": loss_tol if t1 is None else None,
+        "loss_initial": float(traj.loss[0]),
+        "loss_final": float(traj.loss[-1]),
+        "max_conservation_drift": float(np.max(traj.conservation_drift)),
+        "max_parameter_speed": float(np.max(traj.parameter_speed)),
+        "mode_targets": traj.mode_targets.tolist(),
+        "mode_half_times": [None if not np.isfinite(h) else float(h) for h in traj.half_times()],
+        "n_saved": int(traj.times.size),
+        "wall_time_s": round(wall, 3),
+    }
+    if isinstance(setup.task, StudentTeacherData):
+        j = int(np.argmin(traj.test_loss))
+        out.update(
+            train_loss_final=float(traj.train_loss[-1]),
+            irreducible_loss=float(setup.task.irreducible_loss),
+            test_loss_initial=float(traj.test_loss[0]),
+            test_loss_final=float(traj.test_loss[-1]),
+            test_loss_min=float(traj.test_loss[j]),
+            t_test_loss_min=float(traj.times[j]),
+            noise_std=setup.task.noise_std,
+        )
+    return out
+
+
+def _save_npz(path: Path, traj, setup: Setup) -> None:
+    import numpy as np
+
+    from ._tasks import StudentTeacherData
+
+    base = getattr(setup.task, "task", setup.task)
+    arrays = {
+        "t": traj.times,
+        "loss": traj.loss,
+        "teacher": np.asarray(base.teacher),
+        "input_cov": np.asarray(base.input_cov),
+        "mode_strengths": traj.mode_strengths,
+        "mode_targets": traj.mode_targets,
+        "conservation_drift": traj.conservation_drift,
+        "parameter_speed": traj.parameter_speed,
+    }
+    for i, w in enumerate(traj.weights):
+        arrays[f"weights_{i + 1}"] = w
+    if isinstance(setup.task, StudentTeacherData):
+        arrays.update(
+            true_teacher=np.asarray(setup.task.true_teacher),
+            irreducible_loss=np.asarray(setup.task.irreducible_loss),
+            train_loss=traj.train_loss,
+            test_loss=traj.test_loss,
+        )
+    np.savez(path, **arrays)
+
+
+def _write_json(path: Path, obj) -> None:
+    path.write_text(json.dumps(obj, indent=2) + "\n")
+
+
+def _print_table(rows: list[dict]) -> None:
+    cols = [
+        ("rule", "{}"),
+        ("t_final", "{:.4g}"),
+        ("loss_initial", "{:.4g}"),
+        ("loss_final", "{:.3e}"),
+        ("test_loss_min", "{:.4g}"),
+        ("max_conservation_drift", "{:.2e}"),
+        ("wall_time_s", "{:.1f}"),
+    ]
+    cols = [c for c in cols if any(c[0] in r for r in rows)]
+    header = [c[0] for c in cols]
+    body = []
+    for r in rows:
+        cells = []
+        for key, fmt in cols:
+            v = r.get(key)
+            cells.append("-" if v is None else (fmt.format(v) if not isinstance(v, str) else v))
+        body.append(cells)
+    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(header)]
+    typer.echo("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
+    for b in body:
+        typer.echo("  ".join(c.ljust(w) for c, w in zip(b, widths, strict=True)))
+
+
+_COMMON = dict(
+    depth=typer.Option(4, help="Number of weight layers d (>= 1)."),
+    width=typer.Option(16, help="Width of every layer (input, hidden and output)."),
+    widths=typer.Option(
+        None, help="Explicit widths n_0,...,n_d, e.g. 5,3,2,3,4 (overrides --depth/--width)."
+    ),
+    init=typer.Option("small", help="small | orthogonal | balanced | xavier | aligned."),
+    scale=typer.Option(
+        None, help="Init scale: largest singular value for 'small' (default 0.05), else a multiplier."
+    ),
+    seed=typer.Option(0, help="Seed for the task and the initial weights."),
+    task=typer.Option(
+        "student-teacher", help="student-teacher (Huh 2020 Fig. 3 setting) | teacher (noise-free)."
+    ),
+    rank=typer.Option(3, help="Teacher rank."),
+    snr=typer.Option(10.0, help="Signal-to-noise ratio of the student-teacher data."),
+    samples=typer.Option(16, help="Training samples P of the student-teacher data."),
+    data=typer.Option(None, help="Your own .npz with arrays x (P, n_in) and y (P, n_out); overrides --task."),
+    t1=typer.Option(
+        None, help="End time; by default run until the loss reaches --loss-tol x initial or --t-max."
+    ),
+    t_max=typer.Option(1e4, help="Longest time for a run to convergence."),
+    loss_tol=typer.Option(1e-6, help="Convergence: stop when loss <= loss_tol x initial loss."),
+    saves=typer.Option(600, help="Number of saved times."),
+)
+
+
+def _validate_numbers(**values) -> None:
+    from ._checks import check_positive
+
+    for name in ("t1", "t_max", "loss_tol"):
+        v = values.get(name)
+        if v is not None:
+            check_positive(name.replace("_", "-"), v)
+    if int(values["saves"]) < 2:
+        raise ValueError(f"saves must be >= 2, got {values['saves']}")
+
+
+@app.command()
+def run(
+    rule: str = typer.Option("sqrt-ngd", help="Learning rule; see `dlnsim rules`."),
+    q: float = typer.Option(None, help="Curvature power for qngd / qngd-d (q >= 1; inf = sgd)."),
+    eps: float = typer.Option(None, help="Damping for damped-ngd (eps >= 0)."),
+    depth: int = _COMMON["depth"],
+    width: int = _COMMON["width"],
+    widths: str = _COMMON["widths"],
+    init: str = _COMMON["init"],
+    scale: float = _COMMON["scale"],
+    seed: int = _COMMON["seed"],
+    task: str = _COMMON["task"],
+    rank: int = _COMMON["rank"],
+    snr: float = _COMMON["snr"],
+    samples: int = _COMMON["samples"],
+    data: Path = _COMMON["data"],
+    t1: float = _COMMON["t1"],
+    t_max: float = _COMMON["t_max"],
+    loss_tol: float = _COMMON["loss_tol"],
+    saves: int = _COMMON["saves"],
+    out: Path = typer.Option(None, help="Output directory (default runs/<rule>-d<depth>)."),
+    progress: bool = typer.Option(True, help="Show diffrax's progress bar on runs longer than a second."),
+) -> None:
+    """Integrate one learning rule and write summary.json, trajectory.npz and plots."""
+    from ._checks import DynamicsBlowUpError
+    from ._plotting import plot_loss, plot_modes
+    from ._rules import rule_q, vector_field
+
+    try:
+        _validate_numbers(t1=t1, t_max=t_max, loss_tol=loss_tol, saves=saves)
+        field_ = vector_field(rule, q=q, eps=eps)
+        setup = build_setup(
+            task=task, depth=depth, width=width, widths=widths, init=init, scale=scale, seed=seed,
+            rank=rank, snr=snr, samples=samples, data=data,
+        )  # fmt: skip
+    except ValueError as err:
+        _fail(str(err))
+    out = Path(out) if out is not None else Path("runs") / f"{rule}-d{setup.net.depth}"
+    start = time.perf_counter()
+    try:
+        traj = _simulate_cli(
+            setup, field_, rule, t1=t1, t_max=t_max, loss_tol=loss_tol, saves=saves, progress=progress
+        )
+    except DynamicsBlowUpError as err:
+        _fail(str(err), code=1)
+    wall = time.perf_counter() - start
+    summary = _summary(
+        traj, setup, rule=rule, q=rule_q(rule, q), eps=eps, seed=seed, init=init,
+        task_name="data" if data else task, wall=wall, t1=t1, loss_tol=loss_tol,
+    )  # fmt: skip
+    title = f"{rule}, d={traj.depth}, widths {list(traj.widths)}; {setup.description}"
+    with atomic_directory(out) as tmp:
+        _write_json(tmp / "summary.json", summary)
+        _save_npz(tmp / "trajectory.npz", traj, setup)
+        plot_loss([traj], str(tmp / "loss.png"), title=title)
+        plot_modes([traj], str(tmp / "modes.png"), title=title)
+    _print_table([summary])
+    if t1 is None and not summary["converged"]:
+        typer.echo(f"note: stopped at t_max={t_max:g} before the loss fell to {loss_tol:g} x initial")
+    typer.echo(f"wrote {out}/summary.json, trajectory.npz, loss.png, modes.png")
+
+
+@app.command()
+def compare(
+    rules: str = typer.Option("sgd,ngd,sqrt-ngd,ngd-d,sqrt-ngd-d", help="Comma-separated rules."),
+    q: float = typer.Option(None, help="q for qngd / qngd-d entries."),
+    eps: float = typer.Option(None, help="eps for a damped-ngd entry."),
+    depth: int = _COMMON["depth"],
+    width: int = _COMMON["width"],
+    widths: str = _COMMON["widths"],
+    init: str = _COMMON["init"],
+    scale: float = _COMMON["scale"],
+    seed: int = _COMMON["seed"],
+    task: str = _COMMON["task"],
+    rank: int = _COMMON["rank"],
+    snr: float = _COMMON["snr"],
+    samples: int = _COMMON["samples"],
+    data: Path = _COMMON["data"],
+    t1: float = _COMMON["t1"],
+    t_max: float = _COMMON["t_max"],
+    loss_tol: float = _COMMON["loss_tol"],
+    saves: int = _COMMON["saves"],
+    out: Path = typer.Option(Path("runs/compare"), help="Output directory."),
+    progress: bool = typer.Option(True, help="Show diffrax's progress bar on runs longer than a second."),
+) -> None:
+    """Run several rules from the same task and initial weights; overlay plots and a table."""
+    from ._checks import DynamicsBlowUpError
+    from ._plotting import plot_loss, plot_modes
+    from ._rules import rule_q, vector_field
+
+    names = [r.strip() for r in rules.split(",") if r.strip()]
+    try:
+        if not names:
+            raise ValueError("--rules needs at least one rule name")
+        if len(set(names)) != len(names):
+            raise ValueError(f"--rules lists a rule twice: {rules}")
+        _validate_numbers(t1=t1, t_max=t_max, loss_tol=loss_tol, saves=saves)
+        fields = {
+            n: vector_field(
+                n, q=q if n in ("qngd", "qngd-d") else None, eps=eps if n == "damped-ngd" else None
+            )
+            for n in names
+        }
+        setup = build_setup(
+            task=task, depth=depth, width=width, widths=widths, init=init, scale=scale, seed=seed,
+            rank=rank, snr=snr, samples=samples, data=data,
+        )  # fmt: skip
+    except ValueError as err:
+        _fail(str(err))
+    trajs, rows, failures = [], [], {}
+    for name in names:
+        start = time.perf_counter()
+        try:
+            traj = _simulate_cli(
+                setup,
+                fields[name],
+                name,
+                t1=t1,
+                t_max=t_max,
+                loss_tol=loss_tol,
+                saves=saves,
+                progress=progress,
+            )
+        except DynamicsBlowUpError as err:
+            failures[name] = {"time": err.time, "reason": err.reason, "hint": err.hint}
+            typer.echo(f"{name}: {err}", err=True)
+            continue
+        trajs.append(traj)
+        rows.append(
+            _summary(
+                traj,
+                setup,
+                rule=name,
+                q=rule_q(name, q if name in ("qngd", "qngd-d") else None),
+                eps=eps if name == "damped-ngd" else None,
+                seed=seed,
+                init=init,
+                task_name="data" if data else task,
+                wall=time.perf_counter() - start,
+                t1=t1,
+                loss_tol=loss_tol,
+            )  # fmt: skip
+        )
+    title = f"d={setup.net.depth}, widths {list(setup.net.widths)}; {setup.description}"
+    with atomic_directory(out) as tmp:
+        _write_json(tmp / "summary.json", {"rules": rows, "failed": failures})
+        if trajs:
+            (tmp / "trajectories").mkdir()
+            for traj in trajs:
+                _save_npz(tmp / "trajectories" / f"{traj.rule}.npz", traj, setup)
+            plot_loss(trajs, str(tmp / "loss.png"), title=title)
+            plot_modes(trajs, str(tmp / "modes.png"), title=title)
+    if rows:
+        _print_table(rows)
+        typer.echo("time to half of each mode's strength (strongest modes first):")
+        for r in rows:
+            half = ", ".join("-" if h is None else f"{h:.3g}" for h in r["mode_half_times"][:6])
+            typer.echo(f"  {r['rule']:<12} {half}")
+    typer.echo(f"wrote {out}/summary.json, loss.png, modes.png, trajectories/")
+    if failures:
+        raise typer.Exit(1)
+
+
+@app.command()
+def rules() -> None:
+    """List the learning rules, each with one line and its paper equation."""
+    from ._rules import RULES
+
+    width = max(len(n) for n in RULES)
+    for info in RULES.values():
+        typer.echo(f"{info.name.ljust(width)}  {info.summary}  [{info.reference}]")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
