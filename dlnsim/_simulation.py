@@ -195,8 +195,8 @@ def simulate(
         task: a :class:`Task` or :class:`StudentTeacherData` (adds train and test losses).
         t1: the end time (eta = 1, so t counts learning-rate units).
         saveat, solver, stepsize_controller, dt0, max_steps, progress_meter: passed to
-            ``diffrax.diffeqsolve``. Defaults: 501 equally spaced saves, Tsit5, and a PID
-            controller with rtol 1e-8, atol 1e-10.
+            ``diffrax.diffeqsolve``. Defaults: 501 equally spaced saves (the final state is
+            always saved too), Tsit5, and a PID controller with rtol 1e-8, atol 1e-10.
         loss_threshold: stop early once the task loss falls to this value.
 
     Raises:
@@ -213,6 +213,9 @@ def simulate(
     field_ = _resolve_rule(rule)
     if saveat is None:
         saveat = diffrax.SaveAt(ts=jnp.linspace(t0, t1, 501))
+    if isinstance(saveat.subs, diffrax.SubSaveAt) and not saveat.subs.t1:
+        # also save the final state, so an early stop records the state at which it stopped
+        saveat = eqx.tree_at(lambda s: s.subs.t1, saveat, True)
     event = None
     if loss_threshold is not None:
         threshold = check_nonnegative("loss_threshold", loss_threshold)
@@ -255,6 +258,8 @@ def simulate(
     if n_ok < finite.size and not event_hit:
         bad_t = float(times[n_ok]) if np.isfinite(times[n_ok]) else float(t0)
         raise DynamicsBlowUpError(bad_t, "the state became non-finite", _blow_up_hint(field_))
+    if n_ok >= 2 and times[n_ok - 1] == times[n_ok - 2]:
+        n_ok -= 1  # the final-state save duplicates a requested time
     ws = tuple(jnp.asarray(w[:n_ok]) for w in ws)
     return _make_trajectory(name, field_, base, data, times[:n_ok], ws, event_hit)
 

@@ -1,0 +1,172 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import dlnsim
+from dlnsim._cli import app
+
+runner = CliRunner()
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_default_run_writes_complete_outputs(tmp_path):
+    """`dlnsim run` with its defaults: sqrt-NGD, d = 4, the Huh 2020 Fig. 3 student-teacher task."""
+    out = tmp_path / "run"
+    res = invoke("run", "--out", out, "--no-progress")
+    assert res.exit_code == 0, res.output
+    summary = json.loads((out / "summary.json").read_text())
+    for key in (
+        "rule", "depth", "widths", "q", "seed", "t_final", "loss_initial", "loss_final",
+        "max_conservation_drift", "test_loss_final", "test_loss_min", "irreducible_loss",
+    ):  # fmt: skip
+        assert key in summary
+    assert summary["rule"] == "sqrt-ngd" and summary["depth"] == 4 and summary["widths"] == [16] * 5
+    assert summary["q"] == 2.0 and summary["converged"] is True
+    assert summary["loss_final"] <= 1e-6 * summary["loss_initial"]
+    assert summary["max_conservation_drift"] < 1e-7
+    # sqrt-NGD generalises better early than at the overfitted end (Huh 2020, Fig. 3)
+    assert summary["test_loss_min"] < summary["test_loss_final"]
+    data = np.load(out / "trajectory.npz")
+    assert [data[f"weights_{i}"].shape[1:] for i in range(1, 5)] == [(16, 16)] * 4
+    t = data["t"]
+    assert data["weights_1"].shape[0] == t.size and np.all(np.diff(t) > 0)
+    w = data["weights_1"]
+    for i in range(2, 5):
+        w = np.einsum("tij,tjk->tik", data[f"weights_{i}"], w)
+    d = w - data["teacher"]
+    loss = 0.5 * np.einsum("tij,jk,tik->t", d, data["input_cov"], d)
+    np.testing.assert_allclose(data["loss"], loss, rtol=1e-10)
+    assert np.all(np.isfinite(data["loss"]))
+    for name in ("loss.png", "modes.png"):
+        assert (out / name).stat().st_size > 1000
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no temporary leftovers
+    assert "sqrt-ngd" in res.output
+
+
+def test_run_teacher_task_with_explicit_t1_and_bottleneck(tmp_path):
+    out = tmp_path / "b"
+    res = invoke(
+        "run", "--rule", "ngd", "--task", "teacher", "--widths", "5,3,2,3,5", "--init", "xavier",
+        "--t1", "2", "--saves", "21", "--out", out, "--no-progress",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    s = json.loads((out / "summary.json").read_text())
+    assert s["widths"] == [5, 3, 2, 3, 5] and s["t_final"] == pytest.approx(2.0)
+    assert s["converged"] is None and "test_loss_final" not in s
+    assert np.load(out / "trajectory.npz")["t"].size == 21
+
+
+def test_run_replaces_existing_output_atomically(tmp_path):
+    out = tmp_path / "r"
+    out.mkdir()
+    (out / "stale.txt").write_text("old")
+    args = ("run", "--rule", "sgd", "--task", "teacher", "--width", "3", "--depth", "2", "--t1", "1")
+    res = invoke(*args, "--out", out, "--no-progress")
+    assert res.exit_code == 0, res.output
+    assert not (out / "stale.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
+
+
+def test_run_reports_blow_up(tmp_path, monkeypatch):
+    """A blow-up is reported with its time and hint, exit 1, and nothing is written."""
+    import dlnsim._simulation as sim
+
+    def blows_up(*args, **kwargs):
+        raise dlnsim.DynamicsBlowUpError(0.25, "the state became non-finite", "try sqrt-ngd")
+
+    monkeypatch.setattr(sim, "simulate", blows_up)
+    res = invoke("run", "--rule", "ngd", "--out", tmp_path / "x", "--no-progress")
+    assert res.exit_code == 1
+    assert "blew up at t=0.25" in res.output and "try sqrt-ngd" in res.output
+    assert "Traceback" not in res.output
+    assert not (tmp_path / "x").exists()
+
+
+def test_compare_two_rules(tmp_path):
+    out = tmp_path / "cmp"
+    res = invoke(
+        "compare", "--rules", "ngd,ngd-d", "--task", "teacher", "--width", "4", "--depth", "3",
+        "--init", "xavier", "--t1", "3", "--saves", "31", "--out", out, "--no-progress",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    s = json.loads((out / "summary.json").read_text())
+    rows = {r["rule"]: r for r in s["rules"]}
+    assert set(rows) == {"ngd", "ngd-d"} and s["failed"] == {}
+    # same initial weights and task; NGD and NGD-d share the map dynamics (Huh 2020, Fig. 1 B,D)
+    assert rows["ngd"]["loss_initial"] == rows["ngd-d"]["loss_initial"]
+    assert rows["ngd"]["loss_final"] == pytest.approx(rows["ngd-d"]["loss_final"], rel=1e-6)
+    assert rows["ngd"]["max_conservation_drift"] < 1e-6
+    assert rows["ngd-d"]["max_conservation_drift"] > 1e-2
+    for name in ("loss.png", "modes.png", "trajectories/ngd.npz", "trajectories/ngd-d.npz"):
+        assert (out / name).exists()
+    assert "time to half" in res.output
+
+
+def test_rules_lists_every_rule():
+    res = invoke("rules")
+    assert res.exit_code == 0
+    for name in (
+        "sgd",
+        "ngd",
+        "qngd",
+        "sqrt-ngd",
+        "ngd-d",
+        "sqrt-ngd-d",
+        "qngd-d",
+        "damped-ngd",
+        "bernacchia",
+    ):
+        assert name in res.output
+    assert "eq." in res.output
+
+
+BAD = [
+    (["run", "--rule", "adam"], "unknown rule 'adam'; choose one of"),
+    (["run", "--depth", "0"], "depth must be an integer >= 1"),
+    (["run", "--width", "0"], "width must be an integer >= 1"),
+    (["run", "--rule", "qngd", "--q", "0.5"], "q must be >= 1"),
+    (["run", "--rule", "qngd"], "needs q >= 1"),
+    (["run", "--t1", "-1"], "t1 must be a finite number > 0"),
+    (["run", "--t1", "inf"], "t1 must be a finite number > 0"),
+    (["run", "--rule", "damped-ngd", "--eps", "-1"], "eps must be a finite number >= 0"),
+    (["run", "--snr", "nan"], "snr must be a finite number > 0"),
+    (["run", "--scale", "nan"], "scale must be a finite number > 0"),
+    (["run", "--widths", "4,3"], "input and output widths must be equal"),
+    (["run", "--widths", "4,x,4"], "comma-separated integers"),
+    (["run", "--task", "mnist"], "unknown task 'mnist'"),
+    (["run", "--init", "zeros"], "unknown init 'zeros'"),
+    (["compare", "--rules", "sgd,foo"], "unknown rule 'foo'"),
+    (["compare", "--rules", "sgd,sgd"], "lists a rule twice"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD, ids=[" ".join(a) for a, _ in BAD])
+def test_bad_input_exits_2_with_one_line(args, message, tmp_path):
+    res = invoke(*args, "--out", tmp_path / "o")
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.output.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and message in lines[0], res.output
+    assert "Traceback" not in res.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_data_file(tmp_path):
+    np.savez(tmp_path / "d.npz", x=np.full((4, 3), np.nan), y=np.ones((4, 3)))
+    res = invoke("run", "--data", tmp_path / "d.npz", "--widths", "3,3", "--out", tmp_path / "o")
+    assert res.exit_code == 2 and "non-finite" in res.output
+
+
+def test_app_py_is_the_same_cli():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "app.py"), "rules"], capture_output=True, text=True, check=True
+    ).stdout
+    assert out == invoke("rules").output

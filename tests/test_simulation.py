@@ -1,0 +1,150 @@
+import diffrax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import pytest
+
+import dlnsim
+
+
+def problem(widths=(3, 5, 4, 2), seed=0, scale=1.0):
+    k1, k2, k3 = jr.split(jr.PRNGKey(seed), 3)
+    net = dlnsim.DeepLinearNet(widths, key=k1, init="xavier", scale=scale)
+    task = dlnsim.Task(
+        dlnsim.random_teacher(k2, widths[-1], widths[0]), dlnsim.correlated_input_cov(k3, widths[0])
+    )
+    return net, task
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        "sgd",
+        "ngd",
+        "sqrt-ngd",
+        dlnsim.vector_field("qngd", q=3.0),
+        dlnsim.vector_field("damped-ngd", eps=0.5),
+    ],
+)
+def test_conservation_law_along_integrations(rule):
+    """C_i = W_i W_i^T - W_{i+1}^T W_{i+1} is constant (Huh 2020, eq. 4; Fig. S2)."""
+    net, task = problem()
+    traj = dlnsim.simulate(net, rule, task, 3.0)
+    assert traj.loss[-1] < 0.5 * traj.loss[0]  # the run actually learned something
+    assert np.max(traj.conservation_drift) <= 1e-8
+
+
+def test_ngd_d_visibly_breaks_conservation():
+    net, task = problem()
+    traj = dlnsim.simulate(net, "ngd-d", task, 3.0)
+    assert np.max(traj.conservation_drift) > 1e-2
+
+
+@pytest.mark.parametrize("rule", ["ngd", "ngd-d"])
+def test_ngd_map_follows_exponential(rule):
+    """W(t) = W* + e^(-t) (W(0) - W*) (Bernacchia et al. 2018, eq. 18; Huh 2020, sec. 3.3)."""
+    net, task = problem(widths=(4, 4, 4, 4), seed=2)
+    traj = dlnsim.simulate(net, rule, task, 4.0)
+    w0, ws = np.asarray(net.map()), np.asarray(task.teacher)
+    expected = ws + np.exp(-traj.times)[:, None, None] * (w0 - ws)
+    err = np.abs(traj.maps() - expected).max() / np.abs(w0 - ws).max()
+    assert err < 1e-7
+
+
+def test_loss_and_speed_observables():
+    net, task = problem(seed=3)
+    traj = dlnsim.simulate(net, "sqrt-ngd", task, 1.0, saveat=diffrax.SaveAt(ts=jnp.linspace(0, 1, 5)))
+    f = dlnsim.vector_field("sqrt-ngd")
+    for k in range(5):
+        ws = tuple(jnp.asarray(w[k]) for w in traj.weights)
+        m = np.asarray(dlnsim.network_map(ws))
+        d = m - np.asarray(task.teacher)
+        assert traj.loss[k] == pytest.approx(0.5 * np.trace(d @ np.asarray(task.input_cov) @ d.T), rel=1e-12)
+        speed = np.sqrt(sum(np.sum(np.asarray(v) ** 2) for v in f(0.0, ws, task)))
+        assert traj.parameter_speed[k] == pytest.approx(speed, rel=1e-10)
+    np.testing.assert_allclose(traj.times, np.linspace(0, 1, 5))
+
+
+def test_student_teacher_observables_and_half_times():
+    data = dlnsim.student_teacher(jr.PRNGKey(0), width=6, samples=6, test_samples=200)
+    net = dlnsim.DeepLinearNet((6,) * 4, key=jr.PRNGKey(1), scale=0.3)
+    traj = dlnsim.simulate(net, "ngd", data, 8.0)
+    assert traj.train_loss is not None and traj.test_loss is not None
+    np.testing.assert_allclose(traj.train_loss, traj.loss + float(data.irreducible_loss), rtol=1e-12)
+    # NGD learns every mode on the same e^-t time scale: each strength reaches half near t = ln 2
+    half = traj.half_times()
+    assert np.all(np.isfinite(half))
+    np.testing.assert_allclose(traj.mode_strengths[-1], traj.mode_targets, rtol=1e-2)
+
+
+def test_loss_threshold_event_stops_early():
+    net, task = problem(seed=4)
+    l0 = float(task.loss(net.map()))
+    traj = dlnsim.simulate(net, "ngd", task, 100.0, loss_threshold=1e-3 * l0)
+    assert traj.stopped_early
+    assert traj.times[-1] < 100.0
+    assert traj.loss[-1] <= 1e-3 * l0
+    assert np.all(np.isfinite(traj.loss))
+
+
+def test_blow_up_is_reported_with_time_and_never_as_nan():
+    net, task = problem(widths=(3, 3), seed=5)
+    w0 = (jnp.abs(net.weights[0]) + 1.0,)
+
+    def explodes(t, w, args):
+        return tuple(x**2 for x in w)
+
+    with pytest.raises(dlnsim.DynamicsBlowUpError) as info:
+        dlnsim.simulate(w0, explodes, task, 2.0, max_steps=2000)
+    # w' = w^2 from w0 >= 1 blows up by t = 1 / max(w0)
+    assert 0 < info.value.time <= 1.0 / float(jnp.max(w0[0])) + 1e-6
+    assert "t=" in str(info.value) and info.value.hint
+
+
+def test_discrete_ngd_from_small_weights_blows_up_with_hint():
+    net = dlnsim.DeepLinearNet((3, 3, 3, 3), key=jr.PRNGKey(1), scale=1e-4)
+    task = dlnsim.Task(dlnsim.random_teacher(jr.PRNGKey(0), 3, 3))
+    with pytest.raises(dlnsim.DynamicsBlowUpError, match="damped-ngd") as info:
+        dlnsim.simulate_discrete(net, "ngd", task, lr=0.1, steps=50)
+    assert info.value.time == pytest.approx(0.1)
+    # continuous-time NGD from the same weights integrates fine: its map dynamics is linear
+    traj = dlnsim.simulate(net, "ngd", task, 3.0)
+    np.testing.assert_allclose(traj.loss[-1], traj.loss[0] * np.exp(-6.0), rtol=1e-6)
+
+
+def test_discrete_steps_converge_to_the_flow_at_first_order():
+    net, task = problem(seed=6)
+    ref = dlnsim.simulate(net, "sqrt-ngd", task, 0.5, saveat=diffrax.SaveAt(t1=True))
+    errs = []
+    for lr in (0.01, 0.005):
+        disc = dlnsim.simulate_discrete(
+            net, "sqrt-ngd", task, lr=lr, steps=int(round(0.5 / lr)), save_every=10
+        )
+        assert disc.times[-1] == pytest.approx(0.5)
+        errs.append(np.abs(disc.maps()[-1] - ref.maps()[-1]).max())
+    assert errs[0] < 5e-2
+    assert 1.8 < errs[0] / errs[1] < 2.2  # forward Euler: error halves with the step
+
+
+def test_same_seed_same_numbers():
+    net, task = problem(seed=7)
+    a = dlnsim.simulate(net, "sqrt-ngd-d", task, 1.0)
+    net2, task2 = problem(seed=7)
+    b = dlnsim.simulate(net2, "sqrt-ngd-d", task2, 1.0)
+    for x, y in zip(a.weights, b.weights):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_simulate_validation():
+    net, task = problem()
+    with pytest.raises(ValueError, match="t1 must be"):
+        dlnsim.simulate(net, "sgd", task, 0.0)
+    with pytest.raises(ValueError, match="unknown rule"):
+        dlnsim.simulate(net, "newton", task, 1.0)
+    other = dlnsim.Task(np.ones((2, 4)))
+    with pytest.raises(ValueError, match="widths must match"):
+        dlnsim.simulate(net, "sgd", other, 1.0)
+    with pytest.raises(ValueError, match="non-finite"):
+        dlnsim.simulate([np.full((2, 3), np.nan)], "sgd", dlnsim.Task(np.ones((2, 3))), 1.0)
+    with pytest.raises(ValueError, match="lr"):
+        dlnsim.simulate_discrete(net, "sgd", task, lr=-1.0, steps=3)
