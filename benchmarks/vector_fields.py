@@ -1,0 +1,111 @@
+"""Cost of each rule's vector field relative to the sgd field, measured in one run.
+
+Also times an independent dense reference (autodiff Jacobian, P x P Gauss-Newton matrix, eigh)
+where P is small enough, and prints its cost divided by ours.
+
+    python benchmarks/vector_fields.py            # (n, d) = (16, 4), (32, 4), (16, 8)
+    python benchmarks/vector_fields.py --quick    # a tiny size, as a smoke test
+"""
+
+import argparse
+import platform
+import time
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp  # noqa: E402
+import jax.random as jr  # noqa: E402
+
+import dlnsim  # noqa: E402
+
+RULES = [
+    ("sgd", {}),
+    ("ngd", {}),
+    ("sqrt-ngd", {}),
+    ("qngd", {"q": 3.0}),
+    ("damped-ngd", {"eps": 1e-3}),
+    ("ngd-d", {}),
+    ("sqrt-ngd-d", {}),
+    ("bernacchia", {}),
+]
+
+
+def timed(fn, *args, repeats=5, min_time=0.2):
+    jax.block_until_ready(fn(*args))  # compile
+    best = float("inf")
+    for _ in range(repeats):
+        n, start = 0, time.perf_counter()
+        while True:
+            jax.block_until_ready(fn(*args))
+            n += 1
+            elapsed = time.perf_counter() - start
+            if elapsed >= min_time / repeats:
+                break
+        best = min(best, elapsed / n)
+    return best
+
+
+def dense_reference(rule_power):
+    """jit-compiled dense reference: J by jacfwd, H+ = J^T J (P x P), eigh pseudo-inverse power."""
+
+    def field(weights, task):
+        shapes = [w.shape for w in weights]
+        theta = jnp.concatenate([w.ravel() for w in weights])
+
+        def unflat(th):
+            out, i = [], 0
+            for s in shapes:
+                out.append(th[i : i + s[0] * s[1]].reshape(s))
+                i += s[0] * s[1]
+            return tuple(out)
+
+        def whitened_map(th):
+            return (dlnsim.network_map(unflat(th)) @ task.input_cov_sqrt).ravel()
+
+        jac = jax.jacfwd(whitened_map)(theta)
+        grad = jax.grad(lambda th: task.loss(dlnsim.network_map(unflat(th))))(theta)
+        evals, evecs = jnp.linalg.eigh(jac.T @ jac)
+        keep = evals > 1e-10 * evals[-1]
+        f = jnp.where(keep, jnp.where(keep, evals, 1.0) ** (-rule_power), 0.0)
+        return unflat(-(evecs @ (f * (evecs.T @ grad))))
+
+    return jax.jit(field)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="one tiny size (smoke test)")
+    parser.add_argument("--dense-max-params", type=int, default=2048)
+    args = parser.parse_args()
+    sizes = [(6, 3)] if args.quick else [(16, 4), (32, 4), (16, 8)]
+    print(
+        f"# {platform.processor() or platform.machine()}, jax {jax.__version__}, {jax.devices()[0].platform}"
+    )
+    print("# ratio = field time / sgd field time; dense/ours = dense P x P reference time / ours")
+    for n, d in sizes:
+        k1, k2, k3 = jr.split(jr.PRNGKey(0), 3)
+        net = dlnsim.DeepLinearNet((n,) * (d + 1), key=k1, init="xavier")
+        task = dlnsim.Task(dlnsim.random_teacher(k2, n, n), dlnsim.correlated_input_cov(k3, n))
+        params = d * n * n
+        print(f"\n(n, d) = ({n}, {d}), P = {params}")
+        times = {}
+        for name, kw in RULES:
+            f = jax.jit(dlnsim.vector_field(name, **kw))
+            times[name] = timed(f, 0.0, net.weights, task)
+        dense = {}
+        if params <= args.dense_max_params:
+            for name, power in (("ngd", 1.0), ("sqrt-ngd", 0.5)):
+                dense[name] = timed(dense_reference(power), net.weights, task, repeats=2)
+        print(f"{'rule':<12} {'time [ms]':>10} {'x sgd':>9} {'dense/ours':>11}")
+        for name, _ in RULES:
+            t = times[name]
+            ratio = f"{dense[name] / t:11.1f}" if name in dense else f"{'-':>11}"
+            print(f"{name:<12} {1e3 * t:10.3f} {t / times['sgd']:9.1f} {ratio}")
+        for name, t in dense.items():
+            print(f"{'dense ' + name:<12} {1e3 * t:10.3f} {t / times['sgd']:9.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""Smoke tests: every example and benchmark script runs."""
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load(path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quickstart(tmp_path):
+    results = load(ROOT / "examples" / "quickstart.py").main(tmp_path)
+    # NGD: every mode reaches half strength at t = ln 2 (map dynamics dW/dt = -(W - W*))
+    np.testing.assert_allclose(results["ngd"]["half"], np.log(2), rtol=1e-3)
+    # sqrt-NGD and SGD separate the modes in time, strongest first
+    for rule in ("sqrt-ngd", "sgd"):
+        assert np.all(np.diff(results[rule]["half"]) > 0)
+    assert (tmp_path / "quickstart_modes.png").exists()
+
+
+def test_vector_field_benchmark_runs():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "vector_fields.py"), "--quick"],
+        capture_output=True, text=True, check=True, timeout=600,
+    ).stdout  # fmt: skip
+    assert "sqrt-ngd" in out and "dense/ours" in out
