@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import equinox as eqx
 import jax.numpy as jnp
 import jax.random as jr
+import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._checks import check_finite, check_positive, check_widths
@@ -100,6 +101,8 @@ class DeepLinearNet(eqx.Module):
         teacher: the target map, required for ``"aligned"``.
         singular_values: per-layer mode singular values for ``"aligned"``: a scalar, one value per
             mode (balanced layers) or an array of shape ``(depth, modes)``; modes = min(widths).
+        input_cov: for ``"aligned"``, the task's input covariance; the modes only decouple when it
+            is white or shares the teacher's right singular vectors, otherwise a ValueError.
         dtype: float64 by default when x64 is enabled, else float32.
     """
 
@@ -115,6 +118,7 @@ class DeepLinearNet(eqx.Module):
         scale: float | None = None,
         teacher: Float[Array, "n_d n_0"] | None = None,
         singular_values=None,
+        input_cov=None,
         dtype=None,
     ):
         widths = check_widths(widths)
@@ -149,7 +153,7 @@ class DeepLinearNet(eqx.Module):
             frames = [_semi_orthogonal(k, n, modes, dtype) for k, n in zip(keys, widths, strict=False)]
             ws = [frames[i + 1] @ jnp.diag(s) @ frames[i].T for i in range(depth)]
         else:  # aligned
-            ws = _aligned_weights(keys, widths, teacher, singular_values, dtype)
+            ws = _aligned_weights(keys, widths, teacher, singular_values, input_cov, dtype)
         self.weights = tuple(ws)
         self.widths = widths
 
@@ -213,7 +217,7 @@ def check_weights(weights) -> Weights:
     return weights
 
 
-def _aligned_weights(keys, widths, teacher, singular_values, dtype) -> list[Array]:
+def _aligned_weights(keys, widths, teacher, singular_values, input_cov, dtype) -> list[Array]:
     """Weights with the aligned-singular-vector structure of Huh 2020, footnote 2.
 
     R_1 = R*, L_d = L*, R_{i+1} = L_i, each hidden frame completed with random orthonormal columns.
@@ -231,9 +235,26 @@ def _aligned_weights(keys, widths, teacher, singular_values, dtype) -> list[Arra
     u, _, vt = jnp.linalg.svd(teacher, full_matrices=True)
     left = u[:, :modes]
     right = vt.T[:, :modes]
+    if input_cov is not None:
+        _check_shares_right_vectors(jnp.asarray(input_cov, dtype=dtype), right)
     s = _mode_singular_values(0.05 if singular_values is None else singular_values, depth, modes, dtype)
     frames = [right] + [_semi_orthogonal(keys[i], widths[i], modes, dtype) for i in range(1, depth)] + [left]
     return [frames[i + 1] @ jnp.diag(s[i]) @ frames[i].T for i in range(depth)]
+
+
+def _check_shares_right_vectors(cov: Array, right: Array) -> None:
+    """Sigma_x must map each aligned right singular vector onto a multiple of itself."""
+    cov = np.asarray(cov)
+    right = np.asarray(right)
+    if cov.shape != (right.shape[0], right.shape[0]):
+        raise ValueError(f"input_cov must be ({right.shape[0]}, {right.shape[0]}), got {cov.shape}")
+    image = cov @ right
+    residual = image - right * np.sum(right * image, axis=0)
+    if np.abs(residual).max() > 1e-8 * max(1.0, np.abs(cov).max()):
+        raise ValueError(
+            "init='aligned' needs an input covariance that is white or shares the teacher's right "
+            "singular vectors (modes do not decouple otherwise); use a whitened task (--task teacher)"
+        )
 
 
 def as_weights(net_or_weights) -> Weights:
