@@ -4,6 +4,7 @@ float64 is not switched on by importing this package; enable it in your own entr
 ``jax.config.update("jax_enable_x64", True)`` (the ``dlnsim`` CLI and the tests do so).
 """
 
+from . import analytic
 from ._checks import DynamicsBlowUpError
 from ._curvature import (
     AbstractCurvature,
@@ -25,7 +26,7 @@ from ._rules import (
     RuleInfo,
     vector_field,
 )
-from ._simulation import Trajectory, simulate, simulate_discrete
+from ._simulation import ModeComparison, Trajectory, compare_with_modes, simulate, simulate_discrete
 from ._tasks import (
     StudentTeacherData,
     Task,
@@ -38,6 +39,7 @@ from ._tasks import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "analytic",
     "AbstractCurvature",
     "BernacchiaFlow",
     "BlockDiagonalGaussNewton",
@@ -46,12 +48,14 @@ __all__ = [
     "GaussNewton",
     "GradientFlow",
     "INIT_SCHEMES",
+    "ModeComparison",
     "NaturalGradientFlow",
     "RULES",
     "RuleInfo",
     "StudentTeacherData",
     "Task",
     "Trajectory",
+    "compare_with_modes",
     "conserved_quantities",
     "correlated_input_cov",
     "load_regression_data",

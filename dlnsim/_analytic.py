@@ -78,46 +78,79 @@ class ModeVectorField(eqx.Module):
     Full rules (Huh 2020, eqs. 6, 12, 14): sigma_i' = -eta lambda^(1-1/q) sigma_Delta j_i / ||j||^(2/q).
     Block-diagonal rules with the d^(-1/q) calibration (Huh 2020, eqs. 24-26):
     sigma_i' = -eta lambda^(1-1/q) d^(-1/q) sigma_Delta sign(j_i) |j_i|^(1-2/q).
-    lambda is the mode's input-covariance eigenvalue (1 for whitened inputs).
+    lambda is the mode's input-covariance eigenvalue (1 for whitened inputs). With damping eps the
+    mode's curvature c (lambda ||j||^2, or d lambda j_i^2 per block) enters as
+    (1+eps)^(1/q) lambda sigma_Delta j_i (c + eps)^(-1/q); q = 1 is damped NGD (Huh 2020, eq. 18).
 
     Call as ``f(t, sigmas, args)`` with ``sigmas`` of shape (d,) or (d, modes) and ``args`` either
     sigma* or a tuple ``(sigma*, lambda)``, broadcast against the trailing axes. Where the
-    curvature vanishes (j = 0) the pseudo-inverse gives 0, matching the full-matrix rules.
+    curvature vanishes the pseudo-inverse gives 0, as in the full-matrix rules.
     """
 
     q: float = eqx.field(static=True)
     block_diagonal: bool = eqx.field(default=False, static=True)
     learning_rate: float = eqx.field(default=1.0, static=True)
+    damping: float = eqx.field(default=0.0, static=True)
 
     def __check_init__(self):
         check_q(self.q)
+        check_nonnegative("damping", self.damping)
 
     def __call__(self, t, sigmas, args):
         sigma_star, lam = args if isinstance(args, tuple) else (args, 1.0)
+        lam = jnp.asarray(lam)
         d = sigmas.shape[0]
         j = _exclusive_products(sigmas)
-        delta = jnp.prod(sigmas, axis=0) - sigma_star
-        inv_q = 0.0 if math.isinf(self.q) else 1.0 / self.q
-        gain = self.learning_rate * jnp.asarray(lam) ** (1.0 - inv_q) * delta
-        if inv_q == 0.0:
-            return -gain * j
+        drive = self.learning_rate * lam * (jnp.prod(sigmas, axis=0) - sigma_star) * j
+        if math.isinf(self.q):
+            return -drive
+        inv_q = 1.0 / self.q
         if self.block_diagonal:
-            mag = jnp.abs(j)
-            safe = jnp.where(mag > 0, mag, 1.0)
-            return -gain * d ** (-inv_q) * jnp.where(mag > 0, jnp.sign(j) * safe ** (1.0 - 2.0 * inv_q), 0.0)
-        norm2 = jnp.sum(j**2, axis=0)
-        safe = jnp.where(norm2 > 0, norm2, 1.0)
-        return -gain * jnp.where(norm2 > 0, j / safe**inv_q, 0.0)
+            curvature = d * lam * j**2
+        else:
+            curvature = jnp.broadcast_to(lam * jnp.sum(j**2, axis=0), j.shape)
+        shifted = curvature + self.damping
+        safe = jnp.where(shifted > 0, shifted, 1.0)
+        factor = (1.0 + self.damping) ** inv_q * jnp.where(shifted > 0, safe ** (-inv_q), 0.0)
+        return -drive * factor
 
 
 def mode_vector_field(
-    q: float, block_diagonal: bool = False, *, learning_rate: float = 1.0
+    q: float, block_diagonal: bool = False, *, learning_rate: float = 1.0, damping: float = 0.0
 ) -> ModeVectorField:
     """The singular-mode ODE of q-NGD (``block_diagonal=True``: q-NGD-d) as a diffrax vector field.
 
-    q = 1 is NGD / NGD-d, q = 2 sqrt-NGD / sqrt-NGD-d, q = inf SGD (Huh 2020, eqs. 6, 12, 14, 24-26).
+    q = 1 is NGD / NGD-d, q = 2 sqrt-NGD / sqrt-NGD-d, q = inf SGD (Huh 2020, eqs. 6, 12, 14, 24-26);
+    ``damping`` eps with q = 1 is damped NGD (Huh 2020, eq. 18).
     """
-    return ModeVectorField(check_q(q), bool(block_diagonal), check_positive("learning_rate", learning_rate))
+    return ModeVectorField(
+        check_q(q), bool(block_diagonal), check_positive("learning_rate", learning_rate),
+        check_nonnegative("damping", damping),
+    )  # fmt: skip
+
+
+def mode_field_of(rule) -> ModeVectorField:
+    """The singular-mode ODE that a full-matrix rule reduces to on aligned nets.
+
+    Accepts a rule name or a vector field from :func:`dlnsim.vector_field`. Raises ValueError for
+    fields without a singular-mode reduction (a custom field, or bernacchia with output noise or
+    damping).
+    """
+    from ._curvature import BlockDiagonalGaussNewton, GaussNewton
+    from ._rules import BernacchiaFlow, GradientFlow, NaturalGradientFlow, vector_field
+
+    field = vector_field(rule) if isinstance(rule, str) else rule
+    if isinstance(field, GradientFlow):
+        return ModeVectorField(math.inf)
+    if isinstance(field, NaturalGradientFlow):
+        if isinstance(field.curvature, GaussNewton | BlockDiagonalGaussNewton):
+            block = isinstance(field.curvature, BlockDiagonalGaussNewton)
+            if block and not field.curvature.depth_calibrated:
+                raise ValueError("the mode reduction assumes the depth-calibrated block-diagonal curvature")
+            return ModeVectorField(field.q, block, damping=field.damping)
+    if isinstance(field, BernacchiaFlow) and field.output_cov is None and field.damping == 0.0:
+        return ModeVectorField(1.0, True)
+    raise ValueError(f"{type(field).__name__} has no singular-mode reduction")
 
 
 def mode_invariants(sigmas, q: float, block_diagonal: bool = False):
@@ -423,6 +456,7 @@ def measure_scaling(
 
 __all__ = [
     "ModeVectorField",
+    "mode_field_of",
     "measure_scaling",
     "aligned_frames",
     "balanced_map_time",

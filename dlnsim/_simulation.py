@@ -322,4 +322,74 @@ def _euler(rule, task, weights, lr, save_every, n_saves):
     return saved
 
 
-__all__ = ["Trajectory", "simulate", "simulate_discrete"]
+@dataclass(frozen=True)
+class ModeComparison:
+    """A full-matrix run on aligned weights beside the integrated singular-mode ODEs.
+
+    Attributes:
+        times: shape (T,).
+        layer_values: per-layer mode singular values L_i^T W_i(t) L_{i-1} of the full run, (T, d, m).
+        layer_values_theory: the same from the mode ODEs (Huh 2020, eqs. 6, 12, 14, 24-26), (T, d, m).
+        sigma_star: the teacher's mode strengths, shape (m,).
+        input_eigenvalues: Sigma_x on each mode's input direction, shape (m,).
+        max_mode_deviation: max over t, k of |sigma_k(t) - sigma_k^theory(t)| / max_k sigma*_k,
+            for the map strengths sigma_k = prod_i sigma_{i,k}.
+        max_layer_deviation: the same for the per-layer values, relative to their largest value.
+    """
+
+    times: np.ndarray
+    layer_values: np.ndarray
+    layer_values_theory: np.ndarray
+    sigma_star: np.ndarray
+    input_eigenvalues: np.ndarray
+    max_mode_deviation: float
+    max_layer_deviation: float
+
+    def map_strengths(self) -> np.ndarray:
+        return np.prod(self.layer_values, axis=1)
+
+    def map_strengths_theory(self) -> np.ndarray:
+        return np.prod(self.layer_values_theory, axis=1)
+
+
+def compare_with_modes(traj: Trajectory, rule, task) -> ModeComparison:
+    """Integrates the singular-mode ODEs from the aligned start of ``traj`` and compares.
+
+    ``rule`` is the rule ``traj`` ran (name or vector field) and ``task`` its task. The run must
+    start from aligned weights (``DeepLinearNet(init="aligned")``, Huh 2020 footnote 2).
+    """
+    from ._analytic import aligned_frames, mode_field_of, project_onto_modes
+
+    base, _ = _split_task(task)
+    mode_field = mode_field_of(rule)
+    w0 = tuple(w[0] for w in traj.weights)
+    frames = aligned_frames(w0, base.teacher)
+    sig0 = project_onto_modes(w0, frames)
+    scale = max(np.abs(w).max() for w in w0)
+    for i, w in enumerate(w0):
+        if np.abs((frames[i + 1] * sig0[i]) @ frames[i].T - w).max() > 1e-8 * scale:
+            raise ValueError("the trajectory does not start from aligned weights; use init='aligned'")
+    teacher, cov = np.asarray(base.teacher), np.asarray(base.input_cov)
+    sigma_star = np.einsum("ik,ij,jk->k", frames[-1], teacher, frames[0])
+    lam = np.einsum("ik,ij,jk->k", frames[0], cov, frames[0])
+    ts = jnp.asarray(traj.times)
+    sol = diffrax.diffeqsolve(
+        diffrax.ODETerm(mode_field), diffrax.Tsit5(), ts[0], ts[-1], None, jnp.asarray(sig0),
+        args=(jnp.asarray(sigma_star), jnp.asarray(lam)), saveat=diffrax.SaveAt(ts=ts),
+        stepsize_controller=diffrax.PIDController(rtol=1e-10, atol=1e-12), max_steps=1_000_000,
+    )  # fmt: skip
+    theory = np.asarray(sol.ys)
+    full = project_onto_modes(traj.weights, frames)
+    map_dev = np.abs(np.prod(full, axis=1) - np.prod(theory, axis=1)).max()
+    return ModeComparison(
+        times=np.asarray(traj.times),
+        layer_values=full,
+        layer_values_theory=theory,
+        sigma_star=sigma_star,
+        input_eigenvalues=lam,
+        max_mode_deviation=float(map_dev / max(np.abs(sigma_star).max(), 1e-300)),
+        max_layer_deviation=float(np.abs(full - theory).max() / max(np.abs(theory).max(), 1e-300)),
+    )
+
+
+__all__ = ["ModeComparison", "Trajectory", "compare_with_modes", "simulate", "simulate_discrete"]

@@ -59,29 +59,50 @@ def aligned_problem(widths, q_lam=False, seed=0):
     return net, task, frames, sv, sigma_star, lam
 
 
-FULL = [("sgd", {}, INF), ("ngd", {}, 1.0), ("sqrt-ngd", {}, 2.0), ("qngd", {"q": 3.0}, 3.0)]
-BLOCK = [("ngd-d", {}, 1.0), ("sqrt-ngd-d", {}, 2.0), ("qngd-d", {"q": 3.0}, 3.0), ("bernacchia", {}, 1.0)]
+FULL = [
+    ("sgd", {}, INF, 0.0),
+    ("ngd", {}, 1.0, 0.0),
+    ("sqrt-ngd", {}, 2.0, 0.0),
+    ("qngd", {"q": 3.0}, 3.0, 0.0),
+    ("damped-ngd", {"eps": 0.3}, 1.0, 0.3),
+]
+BLOCK = [
+    ("ngd-d", {}, 1.0, 0.0),
+    ("sqrt-ngd-d", {}, 2.0, 0.0),
+    ("qngd-d", {"q": 3.0}, 3.0, 0.0),
+    ("bernacchia", {}, 1.0, 0.0),
+]
 
 
 @pytest.mark.parametrize("widths", [(4, 4, 4, 4), (3, 5, 4, 2), (5, 3, 4)])
 @pytest.mark.parametrize("q_lam", [False, True], ids=["white", "shared-cov"])
 @pytest.mark.parametrize(
-    "rule, kw, q, block",
+    "rule, kw, q, eps, block",
     [(*r, False) for r in FULL] + [(*r, True) for r in BLOCK],
     ids=[r[0] + str(r[1]) for r in FULL + BLOCK],
 )
-def test_full_field_projects_onto_mode_ode(widths, q_lam, rule, kw, q, block):
+def test_full_field_projects_onto_mode_ode(widths, q_lam, rule, kw, q, eps, block):
     net, task, frames, sv, sigma_star, lam = aligned_problem(widths, q_lam)
-    velocity = dlnsim.vector_field(rule, **kw)(0.0, net.weights, task)
+    field = dlnsim.vector_field(rule, **kw)
+    velocity = field(0.0, net.weights, task)
     projected = A.project_onto_modes(velocity, frames)
     np.testing.assert_allclose(A.project_onto_modes(net.weights, frames), sv, rtol=1e-12)
-    expected = np.asarray(A.mode_vector_field(q, block)(0.0, jnp.asarray(sv), (sigma_star, lam)))
+    mode_field = A.mode_vector_field(q, block, damping=eps)
+    assert A.mode_field_of(field) == mode_field
+    expected = np.asarray(mode_field(0.0, jnp.asarray(sv), (sigma_star, lam)))
     scale = np.abs(expected).max()
     assert np.abs(projected - expected).max() <= 1e-10 * scale
     # nothing leaves the aligned modes: the velocity is rebuilt from its mode components
     for i, v in enumerate(velocity):
         rebuilt = (frames[i + 1] * projected[i]) @ frames[i].T
         assert np.abs(np.asarray(v) - rebuilt).max() <= 1e-10 * scale
+
+
+def test_mode_field_of_refuses_fields_without_a_reduction():
+    with pytest.raises(ValueError, match="no singular-mode reduction"):
+        A.mode_field_of(dlnsim.vector_field("bernacchia", damping=0.1))
+    with pytest.raises(ValueError, match="no singular-mode reduction"):
+        A.mode_field_of(lambda t, w, task: w)
 
 
 def integrate_scalar(p, rate, sigma_star, sigma0, ts):
