@@ -83,7 +83,6 @@ def build_setup(
         if int(width) != width or width < 1:
             raise ValueError(f"width must be an integer >= 1, got {width!r}")
         net_widths = (width,) * (depth + 1)
-    teacher = None
     if data is not None:
         base, irreducible = load_regression_data(str(data))
         the_task, desc = base, f"data from {data} (irreducible loss {float(irreducible):.4g})"
@@ -92,14 +91,15 @@ def build_setup(
             raise ValueError("the student-teacher task is square: input and output widths must be equal")
         the_task = student_teacher(k_task, width=net_widths[0], rank=rank, snr=snr, samples=samples)
         desc = f"student-teacher: rank-{rank} teacher, SNR {snr:g}, P={samples} samples"
-        teacher = the_task.task.teacher
     elif task == "teacher":
         the_task = Task(random_teacher(k_task, net_widths[-1], net_widths[0], rank=rank))
         desc = f"noise-free rank-{rank} teacher, whitened inputs"
-        teacher = the_task.teacher
     else:
         raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
-    net = DeepLinearNet(net_widths, key=k_net, init=init, scale=scale, teacher=teacher)
+    base = getattr(the_task, "task", the_task)
+    net = DeepLinearNet(
+        net_widths, key=k_net, init=init, scale=scale, teacher=base.teacher, input_cov=base.input_cov
+    )
     return Setup(the_task, net, desc)
 
 
@@ -177,6 +177,40 @@ def _simulate_cli(setup: Setup, rule_field, name, *, t1, t_max, loss_tol, saves,
         progress_meter=(_progress_meter(None if t1 is not None else 1e6) if progress else None),
     )
     return _renamed(traj, name)
+
+
+def _run_rule(
+    setup: Setup,
+    name: str,
+    field_,
+    *,
+    q,
+    eps,
+    seed,
+    init,
+    task_name,
+    t1,
+    t_max,
+    loss_tol,
+    saves,
+    progress,
+    analytic: bool,
+):
+    """Simulates one rule; returns its trajectory, summary row and (aligned runs) mode comparison."""
+    from ._simulation import compare_with_modes
+
+    start = time.perf_counter()
+    traj = _simulate_cli(setup, field_, name, t1=t1, t_max=t_max, loss_tol=loss_tol, saves=saves,
+                         progress=progress)  # fmt: skip
+    theory = compare_with_modes(traj, field_, setup.task) if analytic else None
+    summary = _summary(
+        traj, setup, rule=name, q=q, eps=eps, seed=seed, init=init, task_name=task_name,
+        wall=time.perf_counter() - start, t1=t1, loss_tol=loss_tol,
+    )  # fmt: skip
+    if theory is not None:
+        summary["max_mode_deviation"] = theory.max_mode_deviation
+        summary["max_layer_deviation"] = theory.max_layer_deviation
+    return traj, summary, theory
 
 
 def _renamed(traj, name):
@@ -266,6 +300,7 @@ def _print_table(rows: list[dict]) -> None:
         ("loss_final", "{:.3e}"),
         ("test_loss_min", "{:.4g}"),
         ("max_conservation_drift", "{:.2e}"),
+        ("max_mode_deviation", "{:.1e}"),
         ("wall_time_s", "{:.1f}"),
     ]
     cols = [c for c in cols if any(c[0] in r for r in rows)]
@@ -359,24 +394,20 @@ def run(
     except ValueError as err:
         _fail(str(err))
     out = Path(out) if out is not None else Path("runs") / f"{rule}-d{setup.net.depth}"
-    start = time.perf_counter()
     try:
-        traj = _simulate_cli(
-            setup, field_, rule, t1=t1, t_max=t_max, loss_tol=loss_tol, saves=saves, progress=progress
-        )
+        traj, summary, theory = _run_rule(
+            setup, rule, field_, q=rule_q(rule, q), eps=eps, seed=seed, init=init,
+            task_name="data" if data else task, t1=t1, t_max=t_max, loss_tol=loss_tol, saves=saves,
+            progress=progress, analytic=init == "aligned",
+        )  # fmt: skip
     except DynamicsBlowUpError as err:
         _fail(str(err), code=1)
-    wall = time.perf_counter() - start
-    summary = _summary(
-        traj, setup, rule=rule, q=rule_q(rule, q), eps=eps, seed=seed, init=init,
-        task_name="data" if data else task, wall=wall, t1=t1, loss_tol=loss_tol,
-    )  # fmt: skip
     title = f"{rule}, d={traj.depth}, widths {list(traj.widths)}; {setup.description}"
     with atomic_directory(out) as tmp:
         _write_json(tmp / "summary.json", summary)
         _save_npz(tmp / "trajectory.npz", traj, setup)
         plot_loss([traj], str(tmp / "loss.png"), title=title)
-        plot_modes([traj], str(tmp / "modes.png"), title=title)
+        plot_modes([traj], str(tmp / "modes.png"), title=title, theory=[theory])
     _print_table([summary])
     if t1 is None and not summary["converged"]:
         typer.echo(f"note: stopped at t_max={t_max:g} before the loss fell to {loss_tol:g} x initial")
@@ -403,6 +434,9 @@ def compare(
     t_max: float = _COMMON["t_max"],
     loss_tol: float = _COMMON["loss_tol"],
     saves: int = _COMMON["saves"],
+    analytic: bool = typer.Option(
+        False, "--analytic", help="Aligned init; integrate the singular-mode ODEs beside each run."
+    ),
     out: Path = typer.Option(Path("runs/compare"), help="Output directory."),
     progress: bool = typer.Option(True, help="Show diffrax's progress bar on runs longer than a second."),
 ) -> None:
@@ -413,6 +447,9 @@ def compare(
 
     names = [r.strip() for r in rules.split(",") if r.strip()]
     try:
+        if analytic and init not in ("small", "aligned"):
+            raise ValueError(f"--analytic uses the aligned init; it cannot be combined with --init {init}")
+        init = "aligned" if analytic else init
         if not names:
             raise ValueError("--rules needs at least one rule name")
         if len(set(names)) != len(names):
@@ -430,40 +467,22 @@ def compare(
         )  # fmt: skip
     except ValueError as err:
         _fail(str(err))
-    trajs, rows, failures = [], [], {}
+    trajs, rows, theories, failures = [], [], [], {}
     for name in names:
-        start = time.perf_counter()
+        qq = q if name in ("qngd", "qngd-d") else None
         try:
-            traj = _simulate_cli(
-                setup,
-                fields[name],
-                name,
-                t1=t1,
-                t_max=t_max,
-                loss_tol=loss_tol,
-                saves=saves,
-                progress=progress,
-            )
+            traj, row, theory = _run_rule(
+                setup, name, fields[name], q=rule_q(name, qq), eps=eps if name == "damped-ngd" else None,
+                seed=seed, init=init, task_name="data" if data else task, t1=t1, t_max=t_max,
+                loss_tol=loss_tol, saves=saves, progress=progress, analytic=analytic,
+            )  # fmt: skip
         except DynamicsBlowUpError as err:
             failures[name] = {"time": err.time, "reason": err.reason, "hint": err.hint}
             typer.echo(f"{name}: {err}", err=True)
             continue
         trajs.append(traj)
-        rows.append(
-            _summary(
-                traj,
-                setup,
-                rule=name,
-                q=rule_q(name, q if name in ("qngd", "qngd-d") else None),
-                eps=eps if name == "damped-ngd" else None,
-                seed=seed,
-                init=init,
-                task_name="data" if data else task,
-                wall=time.perf_counter() - start,
-                t1=t1,
-                loss_tol=loss_tol,
-            )  # fmt: skip
-        )
+        rows.append(row)
+        theories.append(theory)
     title = f"d={setup.net.depth}, widths {list(setup.net.widths)}; {setup.description}"
     with atomic_directory(out) as tmp:
         _write_json(tmp / "summary.json", {"rules": rows, "failed": failures})
@@ -472,7 +491,7 @@ def compare(
             for traj in trajs:
                 _save_npz(tmp / "trajectories" / f"{traj.rule}.npz", traj, setup)
             plot_loss(trajs, str(tmp / "loss.png"), title=title)
-            plot_modes(trajs, str(tmp / "modes.png"), title=title)
+            plot_modes(trajs, str(tmp / "modes.png"), title=title, theory=theories)
     if rows:
         _print_table(rows)
         typer.echo("time to half of each mode's strength (strongest modes first):")
@@ -482,6 +501,51 @@ def compare(
     typer.echo(f"wrote {out}/summary.json, loss.png, modes.png, trajectories/")
     if failures:
         raise typer.Exit(1)
+
+
+@app.command()
+def phase(
+    rules: str = typer.Option("sgd,ngd,sqrt-ngd,ngd-d,sqrt-ngd-d", help="Comma-separated rules."),
+    q: float = typer.Option(None, help="q for qngd / qngd-d entries."),
+    eps: float = typer.Option(None, help="eps for a damped-ngd entry."),
+    sigma_star: float = typer.Option(1.0, help="The mode's target strength sigma*."),
+    start: str = typer.Option("0.25,1.3", help="Initial (sigma_1, sigma_2)."),
+    t1: float = typer.Option(4.0, help="Length of each trajectory."),
+    out: Path = typer.Option(Path("runs/phase"), help="Output directory."),
+) -> None:
+    """Phase portraits of one mode of a d = 2 net in the (sigma_1, sigma_2) plane (Huh 2020, Fig. 1)."""
+    from ._analytic import mode_field_of
+    from ._checks import check_positive
+    from ._plotting import plot_phase_portraits
+    from ._rules import vector_field
+
+    names = [r.strip() for r in rules.split(",") if r.strip()]
+    try:
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"--rules needs distinct rule names, got {rules!r}")
+        fields = [
+            (n, mode_field_of(vector_field(
+                n, q=q if n in ("qngd", "qngd-d") else None, eps=eps if n == "damped-ngd" else None
+            )))
+            for n in names
+        ]  # fmt: skip
+        try:
+            y0 = tuple(float(v) for v in start.split(","))
+        except ValueError:
+            y0 = ()
+        if len(y0) != 2 or not all(math.isfinite(v) and v > 0 for v in y0):
+            raise ValueError(f"--start must be two positive numbers like 0.25,1.3, got {start!r}")
+        check_positive("sigma-star", sigma_star)
+        check_positive("t1", t1)
+    except ValueError as err:
+        _fail(str(err))
+    with atomic_directory(out) as tmp:
+        markers = plot_phase_portraits(fields, str(tmp / "phase.png"), sigma_star=sigma_star, start=y0, t1=t1)
+        _write_json(tmp / "summary.json", {"sigma_star": sigma_star, "start": list(y0), "rules": markers})
+    for name, m in markers.items():
+        values = ", ".join(f"{v:.4f}" for v in m["map_at_markers"])
+        typer.echo(f"{name:<12} sigma_1 sigma_2 at t = {m['marker_times']}: {values}")
+    typer.echo(f"wrote {out}/phase.png, summary.json")
 
 
 @app.command()

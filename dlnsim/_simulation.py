@@ -65,12 +65,16 @@ class Trajectory:
         return out
 
     def half_times(self) -> np.ndarray:
-        """Per mode, the first time its strength reaches half its target (NaN if it never does)."""
+        """Per mode, the first time its strength reaches half its target.
+
+        NaN if it never does, or if the target is zero (a mode outside the data's rank).
+        """
         out = []
+        floor = 1e-12 * np.abs(self.mode_targets).max(initial=0.0)
         for k, target in enumerate(self.mode_targets):
             s = self.mode_strengths[:, k]
             half = 0.5 * target
-            hit = np.nonzero(s >= half)[0] if target > 0 else np.array([], dtype=int)
+            hit = np.nonzero(s >= half)[0] if target > floor else np.array([], dtype=int)
             if hit.size == 0:
                 out.append(np.nan)
             elif hit[0] == 0:
@@ -371,13 +375,23 @@ def compare_with_modes(traj: Trajectory, rule, task) -> ModeComparison:
             raise ValueError("the trajectory does not start from aligned weights; use init='aligned'")
     teacher, cov = np.asarray(base.teacher), np.asarray(base.input_cov)
     sigma_star = np.einsum("ik,ij,jk->k", frames[-1], teacher, frames[0])
+    # modes outside the teacher's rank have sigma* = 0 up to rounding; make it exact, or a mode
+    # would have to cross the saddle at 0 to reach a target of -1e-17
+    sigma_star = np.where(np.abs(sigma_star) <= 1e-12 * np.abs(sigma_star).max(), 0.0, sigma_star)
     lam = np.einsum("ik,ij,jk->k", frames[0], cov, frames[0])
     ts = jnp.asarray(traj.times)
     sol = diffrax.diffeqsolve(
         diffrax.ODETerm(mode_field), diffrax.Tsit5(), ts[0], ts[-1], None, jnp.asarray(sig0),
         args=(jnp.asarray(sigma_star), jnp.asarray(lam)), saveat=diffrax.SaveAt(ts=ts),
         stepsize_controller=diffrax.PIDController(rtol=1e-10, atol=1e-12), max_steps=1_000_000,
+        throw=False,
     )  # fmt: skip
+    if not diffrax.is_successful(sol.result):
+        reached = np.asarray(sol.ts)[np.isfinite(np.asarray(sol.ts))]
+        raise DynamicsBlowUpError(
+            float(reached[-1]) if reached.size else float(ts[0]), "the singular-mode ODE failed",
+            _blow_up_hint(mode_field, discrete=False),
+        )  # fmt: skip
     theory = np.asarray(sol.ys)
     full = project_onto_modes(traj.weights, frames)
     map_dev = np.abs(np.prod(full, axis=1) - np.prod(theory, axis=1)).max()

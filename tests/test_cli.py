@@ -170,3 +170,52 @@ def test_app_py_is_the_same_cli():
         [sys.executable, str(ROOT / "app.py"), "rules"], capture_output=True, text=True, check=True
     ).stdout
     assert out == invoke("rules").output
+
+
+def test_run_aligned_checks_theory_on_every_run(tmp_path):
+    out = tmp_path / "al"
+    res = invoke(
+        "run", "--rule", "sqrt-ngd", "--task", "teacher", "--width", "6", "--depth", "3",
+        "--init", "aligned", "--scale", "0.4", "--out", out, "--no-progress",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    s = json.loads((out / "summary.json").read_text())
+    assert s["max_mode_deviation"] <= 1e-6
+    assert "max_mode_deviation" in res.output
+
+
+def test_aligned_init_refuses_correlated_inputs(tmp_path):
+    res = invoke("run", "--init", "aligned", "--out", tmp_path / "o")
+    assert res.exit_code == 2
+    assert "white or shares the teacher's right singular vectors" in res.output
+    assert len(res.output.strip().splitlines()) == 1
+
+
+def test_compare_analytic(tmp_path):
+    out = tmp_path / "ca"
+    res = invoke(
+        "compare", "--analytic", "--rules", "ngd,sqrt-ngd-d", "--task", "teacher", "--width", "5",
+        "--depth", "3", "--scale", "0.5", "--t1", "4", "--out", out, "--no-progress",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    rows = json.loads((out / "summary.json").read_text())["rules"]
+    assert all(r["init"] == "aligned" and r["max_mode_deviation"] <= 1e-6 for r in rows)
+    res = invoke("compare", "--analytic", "--init", "xavier", "--out", tmp_path / "x")
+    assert res.exit_code == 2 and "--analytic uses the aligned init" in res.output
+
+
+def test_phase_portraits(tmp_path):
+    out = tmp_path / "ph"
+    res = invoke("phase", "--out", out)
+    assert res.exit_code == 0, res.output
+    assert (out / "phase.png").stat().st_size > 10_000
+    s = json.loads((out / "summary.json").read_text())["rules"]
+    # NGD and NGD-d traverse the contours sigma_1 sigma_2 = const in sync (Huh 2020, Fig. 1 B,D)
+    np.testing.assert_allclose(s["ngd"]["map_at_markers"], s["ngd-d"]["map_at_markers"], rtol=1e-7)
+    np.testing.assert_allclose(
+        s["ngd"]["map_at_markers"], 1 + (0.325 - 1) * np.exp(-np.array([0.25, 0.5, 1, 2])), rtol=1e-7
+    )
+    assert abs(s["ngd"]["end"][0] - s["ngd-d"]["end"][0]) > 0.05
+    for bad, msg in ((["--start", "1"], "--start must be"), (["--rules", "adam"], "unknown rule")):
+        res = invoke("phase", *bad, "--out", tmp_path / "b")
+        assert res.exit_code == 2 and msg in res.output

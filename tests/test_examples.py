@@ -33,3 +33,10 @@ def test_vector_field_benchmark_runs():
         capture_output=True, text=True, check=True, timeout=600,
     ).stdout  # fmt: skip
     assert "sqrt-ngd" in out and "dense/ours" in out
+
+
+def test_curvature_theory(tmp_path):
+    res = load(ROOT / "examples" / "curvature_theory.py").main(tmp_path)
+    assert res["deviation"] < 1e-6
+    assert abs(res["fits"]["sqrt-ngd"][0]) < 1e-6 and abs(res["fits"]["ngd"][1]) < 1e-6
+    assert (tmp_path / "map_dynamics.png").exists()
