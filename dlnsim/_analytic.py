@@ -452,23 +452,3 @@ def measure_scaling(
         "update_exponent": float(np.polyfit(log_a, np.log(update), 1)[0]),
         "loss_rate_exponent": float(np.polyfit(log_a, np.log(loss_rate), 1)[0]),
     }
-
-
-__all__ = [
-    "ModeVectorField",
-    "mode_field_of",
-    "measure_scaling",
-    "aligned_frames",
-    "balanced_map_time",
-    "balanced_map_trajectory",
-    "calibrated_learning_rate",
-    "effective_depth",
-    "half_max_time",
-    "learning_time_exponent",
-    "mode_invariants",
-    "mode_vector_field",
-    "project_onto_modes",
-    "saxe_sgd_solution",
-    "scaling_exponents",
-    "stiffness",
-]
