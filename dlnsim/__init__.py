@@ -26,7 +26,15 @@ from ._rules import (
     RuleInfo,
     vector_field,
 )
-from ._simulation import ModeComparison, Trajectory, compare_with_modes, simulate, simulate_discrete
+from ._simulation import (
+    ModeComparison,
+    Trajectory,
+    TrajectoryBatch,
+    compare_with_modes,
+    init_weights_batch,
+    simulate,
+    simulate_discrete,
+)
 from ._tasks import (
     StudentTeacherData,
     Task,
@@ -55,9 +63,11 @@ __all__ = [
     "StudentTeacherData",
     "Task",
     "Trajectory",
+    "TrajectoryBatch",
     "compare_with_modes",
     "conserved_quantities",
     "correlated_input_cov",
+    "init_weights_batch",
     "load_regression_data",
     "loss_gradient",
     "network_map",

@@ -153,21 +153,35 @@ def _progress_meter(log_span: float | None = None):
 
 
 def _simulate_cli(setup: Setup, rule_field, name, *, t1, t_max, loss_tol, saves, progress):
-    import diffrax
-    import jax.numpy as jnp
+    """Runs ``simulate`` on the setup's net, or on a batch of initial weights (a TrajectoryBatch).
 
-    from ._simulation import simulate
+    Without t1, a run stops at loss <= loss_tol x the initial loss (for a batch: x the median
+    initial loss of its elements) or at t_max, on a log-spaced save grid.
+    """
+    import dataclasses
+
+    import diffrax
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from ._models import network_map
+    from ._simulation import TrajectoryBatch, simulate
 
     base = getattr(setup.task, "task", setup.task)
-    loss0 = float(base.loss(setup.net.map()))
+    weights = setup.net.weights if hasattr(setup.net, "weights") else setup.net
+    if weights[0].ndim == 3:
+        loss0 = float(np.median(jax.vmap(lambda *w: base.loss(network_map(w)))(*weights)))
+    else:
+        loss0 = float(base.loss(network_map(weights)))
     if t1 is None:
         ts = jnp.concatenate([jnp.zeros(1), jnp.geomspace(t_max * 1e-6, t_max, saves - 1)])
         end, threshold = t_max, loss_tol * loss0
     else:
         ts = jnp.linspace(0.0, t1, saves)
         end, threshold = t1, None
-    traj = simulate(
-        setup.net,
+    result = simulate(
+        weights,
         rule_field,
         setup.task,
         end,
@@ -176,7 +190,12 @@ def _simulate_cli(setup: Setup, rule_field, name, *, t1, t_max, loss_tol, saves,
         max_steps=2_000_000,
         progress_meter=(_progress_meter(None if t1 is not None else 1e6) if progress else None),
     )
-    return _renamed(traj, name)
+    if isinstance(result, TrajectoryBatch):
+        named = tuple(
+            None if tr is None else dataclasses.replace(tr, rule=name) for tr in result.trajectories
+        )
+        return dataclasses.replace(result, trajectories=named)
+    return dataclasses.replace(result, rule=name)
 
 
 def _run_rule(
@@ -211,12 +230,6 @@ def _run_rule(
         summary["max_mode_deviation"] = theory.max_mode_deviation
         summary["max_layer_deviation"] = theory.max_layer_deviation
     return traj, summary, theory
-
-
-def _renamed(traj, name):
-    import dataclasses
-
-    return dataclasses.replace(traj, rule=name)
 
 
 def _summary(traj, setup: Setup, *, rule, q, eps, seed, init, task_name, wall, t1, loss_tol) -> dict:
@@ -501,6 +514,113 @@ def compare(
     typer.echo(f"wrote {out}/summary.json, loss.png, modes.png, trajectories/")
     if failures:
         raise typer.Exit(1)
+
+
+@app.command()
+def sweep(
+    rule: str = typer.Option("sqrt-ngd", help="Learning rule; see `dlnsim rules`."),
+    seeds: int = typer.Option(16, help="Number of initial-weight seeds, run as one vmapped solve."),
+    q: float = typer.Option(None, help="Curvature power for qngd / qngd-d (q >= 1; inf = sgd)."),
+    eps: float = typer.Option(None, help="Damping for damped-ngd (eps >= 0)."),
+    depth: int = _COMMON["depth"],
+    width: int = _COMMON["width"],
+    widths: str = _COMMON["widths"],
+    init: str = _COMMON["init"],
+    scale: float = _COMMON["scale"],
+    seed: int = _COMMON["seed"],
+    task: str = _COMMON["task"],
+    rank: int = _COMMON["rank"],
+    snr: float = _COMMON["snr"],
+    samples: int = _COMMON["samples"],
+    data: Path = _COMMON["data"],
+    t1: float = _COMMON["t1"],
+    t_max: float = _COMMON["t_max"],
+    loss_tol: float = _COMMON["loss_tol"],
+    saves: int = _COMMON["saves"],
+    out: Path = typer.Option(None, help="Output directory (default runs/sweep-<rule>-d<depth>)."),
+    progress: bool = typer.Option(True, help="Show diffrax's progress bar on runs longer than a second."),
+) -> None:
+    """One rule from many initial weights (same task), batched under vmap; a failed seed is
+    recorded and the others go on. Writes one summary per seed and a combined plot."""
+    import jax.random as jr
+    import numpy as np
+
+    from ._plotting import plot_sweep
+    from ._rules import rule_q, vector_field
+    from ._simulation import init_weights_batch
+
+    try:
+        if int(seeds) != seeds or seeds < 1:
+            raise ValueError(f"seeds must be an integer >= 1, got {seeds!r}")
+        _validate_numbers(t1=t1, t_max=t_max, loss_tol=loss_tol, saves=saves)
+        field_ = vector_field(rule, q=q, eps=eps)
+        setup = build_setup(
+            task=task, depth=depth, width=width, widths=widths, init=init, scale=scale, seed=seed,
+            rank=rank, snr=snr, samples=samples, data=data,
+        )  # fmt: skip
+        base = getattr(setup.task, "task", setup.task)
+        keys = jr.split(jr.fold_in(jr.PRNGKey(seed), 1), seeds)
+        batch = init_weights_batch(
+            setup.net.widths, keys, init=init, scale=scale, teacher=base.teacher, input_cov=base.input_cov
+        )
+    except ValueError as err:
+        _fail(str(err))
+    out = Path(out) if out is not None else Path("runs") / f"sweep-{rule}-d{setup.net.depth}"
+    start = time.perf_counter()
+    batch_setup = Setup(setup.task, batch, setup.description)
+    result = _simulate_cli(
+        batch_setup, field_, rule, t1=t1, t_max=t_max, loss_tol=loss_tol, saves=saves, progress=progress
+    )
+    wall = time.perf_counter() - start
+    rows = []
+    for k, (traj, status) in enumerate(zip(result.trajectories, result.status, strict=True)):
+        row = {"seed_index": k, "status": status}
+        if traj is not None:
+            row.update(
+                _summary(
+                    traj,
+                    setup,
+                    rule=rule,
+                    q=rule_q(rule, q),
+                    eps=eps,
+                    seed=seed,
+                    init=init,
+                    task_name="data" if data else task,
+                    wall=wall / seeds,
+                    t1=t1,
+                    loss_tol=loss_tol,
+                )  # fmt: skip
+            )
+        rows.append(row)
+    ok = [r for r in rows if "loss_final" in r]
+    combined = {
+        "rule": rule,
+        "seeds": seeds,
+        "succeeded": len(ok),
+        "failed": [
+            {"seed_index": r["seed_index"], "status": r["status"]} for r in rows if "loss_final" not in r
+        ],
+        "wall_time_s": round(wall, 3),
+    }
+    for key in ("loss_final", "t_final", "max_conservation_drift", "test_loss_min"):
+        values = np.asarray([r[key] for r in ok if key in r], dtype=float)
+        if values.size:
+            combined[key] = {
+                "median": float(np.median(values)), "min": float(values.min()), "max": float(values.max())
+            }  # fmt: skip
+    with atomic_directory(out) as tmp:
+        _write_json(tmp / "summary.json", combined)
+        (tmp / "seeds").mkdir()
+        for r in rows:
+            _write_json(tmp / "seeds" / f"seed_{r['seed_index']:04d}.json", r)
+        plot_sweep(result, str(tmp / "loss.png"), title=f"{rule}, {seeds} seeds; {setup.description}")
+    typer.echo(
+        f"{rule}: {len(ok)} of {seeds} seeds succeeded in {wall:.1f} s; median final loss "
+        f"{combined.get('loss_final', {}).get('median', float('nan')):.3e}"
+    )
+    if combined["failed"]:
+        typer.echo(f"{len(combined['failed'])} seed(s) failed; see {out}/summary.json")
+    typer.echo(f"wrote {out}/summary.json, seeds/, loss.png")
 
 
 @app.command()

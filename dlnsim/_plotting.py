@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ._analytic import ModeVectorField  # noqa: E402
-from ._simulation import ModeComparison, Trajectory  # noqa: E402
+from ._simulation import ModeComparison, Trajectory, TrajectoryBatch  # noqa: E402
 
 _COLORS = plt.get_cmap("tab10").colors
 
@@ -112,6 +112,35 @@ def plot_modes(
     plt.close(fig)
 
 
+def plot_sweep(result: TrajectoryBatch, path: str, *, title: str | None = None) -> None:
+    """Loss of every seed of a sweep (thin lines) and their median on the common save grid."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    curves = [tr for tr in result.trajectories if tr is not None]
+    for tr in curves:
+        keep, t = _positive_time(tr)
+        loss = tr.train_loss if tr.train_loss is not None else tr.loss
+        ax.plot(t, np.maximum(loss[keep], 1e-300), color="tab:blue", lw=0.6, alpha=0.35)
+    if curves:
+        longest = max(curves, key=lambda tr: tr.times.size)
+        grid = longest.times[longest.times > 0]
+        stacked = np.full((len(curves), grid.size), np.nan)
+        for i, tr in enumerate(curves):
+            loss = tr.train_loss if tr.train_loss is not None else tr.loss
+            n = min(grid.size, int(np.sum(tr.times > 0)))
+            stacked[i, :n] = loss[tr.times > 0][:n]
+        ax.plot(grid, np.nanmedian(stacked, axis=0), color="k", lw=1.8, label="median")
+        ax.legend(fontsize=8)
+    failed = len(result) - len(curves)
+    ax.set(xscale="log", yscale="log", xlabel="time t", ylabel="loss")
+    ax.set_title(f"{len(curves)} seeds" + (f", {failed} failed" if failed else ""), fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    if title:
+        fig.suptitle(textwrap.fill(title, 90), fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def plot_phase_portraits(
     fields: Sequence[tuple[str, ModeVectorField]],
     path: str,
@@ -191,4 +220,4 @@ def plot_phase_portraits(
     return out
 
 
-__all__ = ["plot_loss", "plot_modes", "plot_phase_portraits"]
+__all__ = ["plot_loss", "plot_modes", "plot_phase_portraits", "plot_sweep"]

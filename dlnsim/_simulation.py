@@ -9,9 +9,10 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import Array
 
 from ._checks import DynamicsBlowUpError, check_nonnegative, check_positive
-from ._models import as_weights, conserved_quantities, network_map
+from ._models import DeepLinearNet, as_weights, conserved_quantities, network_map
 from ._rules import RULES, BernacchiaFlow, NaturalGradientFlow, vector_field
 from ._tasks import StudentTeacherData, Task
 
@@ -149,14 +150,23 @@ def _observables(rule, task: Task, data: StudentTeacherData | None, ws):
     return obs
 
 
-def _make_trajectory(name, rule, task, data, times, ws, stopped_early) -> Trajectory:
+def _make_trajectory(name, rule, task, data, times, ws, stopped_early, n_valid=None) -> Trajectory:
+    """Observables for the first ``n_valid`` saved states (all by default).
+
+    Rows past ``n_valid`` are filled with the last valid state before the observables are
+    computed, so that every run with the same save grid reuses one compiled function.
+    """
+    n_total = times.shape[0]
+    n_valid = n_total if n_valid is None else n_valid
+    idx = np.minimum(np.arange(n_total), n_valid - 1)
+    ws = tuple(jnp.asarray(np.asarray(w)[idx]) for w in ws)
     obs = _observables(rule, task, data, ws)
-    obs = jax.tree_util.tree_map(np.asarray, obs)
+    obs = jax.tree_util.tree_map(lambda x: np.asarray(x)[:n_valid], obs)
     _, s, _ = task.mode_basis()
     return Trajectory(
         rule=name,
-        times=np.asarray(times),
-        weights=tuple(np.asarray(w) for w in ws),
+        times=np.asarray(times)[:n_valid],
+        weights=tuple(np.asarray(w)[:n_valid] for w in ws),
         loss=obs["loss"],
         mode_strengths=obs["modes"],
         mode_targets=np.asarray(s),
@@ -176,6 +186,63 @@ def _resolve_rule(rule):
     return rule
 
 
+@dataclass(frozen=True)
+class TrajectoryBatch:
+    """The result of :func:`simulate` on a batch of initial weights (one vmapped solve).
+
+    Attributes:
+        trajectories: one :class:`Trajectory` per element, or None where it failed.
+        status: per element, ``"ok"``, ``"stopped early"`` (loss threshold reached) or the
+            failure message with its time and hint.
+        failure_times: the time each failed element reached (NaN where it succeeded).
+    """
+
+    trajectories: tuple[Trajectory | None, ...]
+    status: tuple[str, ...]
+    failure_times: np.ndarray
+
+    @property
+    def succeeded(self) -> np.ndarray:
+        return np.array([t is not None for t in self.trajectories])
+
+    def __len__(self) -> int:
+        return len(self.trajectories)
+
+    def __getitem__(self, i) -> Trajectory | None:
+        return self.trajectories[i]
+
+
+def _result_message(code: int) -> str:
+    try:
+        message = diffrax.RESULTS._index_to_message[int(code)]
+    except (AttributeError, IndexError, KeyError, TypeError):
+        message = f"diffrax result code {int(code)}"
+    return str(message).strip().rstrip(".") or "the solver failed"
+
+
+def _check_run(times, ws, code: int, t0: float, field_) -> tuple[int, bool]:
+    """Returns (number of valid saves, stopped by the event) or raises DynamicsBlowUpError."""
+    finite = np.isfinite(times)
+    for w in ws:
+        finite &= np.all(np.isfinite(w), axis=(1, 2))
+    # Saves past an early stop are filled with inf: keep the contiguous finite prefix.
+    n_ok = int(np.argmin(finite)) if not finite.all() else finite.size
+    event_hit = code == _EVENT_CODE
+    if code != _SUCCESS_CODE and not event_hit:
+        reached_t = float(times[n_ok - 1]) if n_ok else float(t0)
+        raise DynamicsBlowUpError(reached_t, _result_message(code), _blow_up_hint(field_))
+    if n_ok < finite.size and not event_hit:
+        bad_t = float(times[n_ok]) if np.isfinite(times[n_ok]) else float(t0)
+        raise DynamicsBlowUpError(bad_t, "the state became non-finite", _blow_up_hint(field_))
+    if n_ok >= 2 and times[n_ok - 1] == times[n_ok - 2]:
+        n_ok -= 1  # the final-state save duplicates a requested time
+    return n_ok, event_hit
+
+
+_SUCCESS_CODE = int(diffrax.RESULTS.successful._value)
+_EVENT_CODE = int(diffrax.RESULTS.event_occurred._value)
+
+
 def simulate(
     net_or_weights,
     rule,
@@ -190,11 +257,14 @@ def simulate(
     max_steps: int = 200_000,
     loss_threshold: float | None = None,
     progress_meter: diffrax.AbstractProgressMeter | None = None,
-) -> Trajectory:
+) -> Trajectory | TrajectoryBatch:
     """Integrates a learning rule with diffrax and returns its :class:`Trajectory`.
 
     Args:
-        net_or_weights: a :class:`DeepLinearNet` or a sequence ``(W_1, ..., W_d)``.
+        net_or_weights: a :class:`DeepLinearNet`, a sequence ``(W_1, ..., W_d)``, or a batch:
+            a sequence of 3-D arrays ``(B, n_i, n_{i-1})`` (see :func:`init_weights_batch`). A
+            batch runs as one vmapped solve and returns a :class:`TrajectoryBatch`, in which a
+            failed element does not stop the others.
         rule: a rule name (see ``dlnsim.RULES``) or any vector field ``f(t, weights, task)``.
         task: a :class:`Task` or :class:`StudentTeacherData` (adds train and test losses).
         t1: the end time (eta = 1, so t counts learning-rate units).
@@ -204,10 +274,20 @@ def simulate(
         loss_threshold: stop early once the task loss falls to this value.
 
     Raises:
-        DynamicsBlowUpError: the state became non-finite, the steps stalled, or max_steps ran
-            out. It carries the time reached and a hint; no NaN is ever returned.
+        DynamicsBlowUpError: (single runs) the state became non-finite, the steps stalled, or
+            max_steps ran out. It carries the time reached and a hint; no NaN is ever returned.
     """
-    weights = as_weights(net_or_weights)
+    batched = not isinstance(net_or_weights, DeepLinearNet) and np.ndim(net_or_weights[0]) == 3
+    if batched:
+        batch = tuple(jnp.asarray(w) for w in net_or_weights)
+        sizes = {w.shape[0] for w in batch}
+        if len(sizes) != 1:
+            raise ValueError(
+                f"every batched weight array needs the same leading batch size, got {sorted(sizes)}"
+            )
+        weights = as_weights(tuple(w[0] for w in batch))
+    else:
+        weights = as_weights(net_or_weights)
     base, data = _split_task(task)
     _check_task_matches(weights, base)
     t1 = check_positive("t1", t1)
@@ -228,44 +308,64 @@ def simulate(
             return args.loss(network_map(y)) <= threshold
 
         event = diffrax.Event(reached)
-    sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(field_),
-        diffrax.Tsit5() if solver is None else solver,
-        t0,
-        t1,
-        dt0,
-        weights,
-        args=base,
-        saveat=saveat,
-        stepsize_controller=(
-            diffrax.PIDController(rtol=DEFAULT_RTOL, atol=DEFAULT_ATOL)
-            if stepsize_controller is None
-            else stepsize_controller
-        ),
-        max_steps=max_steps,
-        event=event,
-        throw=False,
-        progress_meter=diffrax.NoProgressMeter() if progress_meter is None else progress_meter,
-    )
-    times = np.asarray(sol.ts)
-    ws = tuple(np.asarray(w) for w in sol.ys)
-    finite = np.isfinite(times)
-    for w in ws:
-        finite &= np.all(np.isfinite(w), axis=(1, 2))
-    # Saves past an early stop are filled with inf: keep the contiguous finite prefix.
-    n_ok = int(np.argmin(finite)) if not finite.all() else finite.size
-    event_hit = bool(sol.result == diffrax.RESULTS.event_occurred)
-    if not (diffrax.is_successful(sol.result) or event_hit):
-        reached_t = float(times[n_ok - 1]) if n_ok else float(t0)
-        message = str(sol.result).split("<", 1)[-1].rstrip(">").strip().rstrip(".")
-        raise DynamicsBlowUpError(reached_t, message, _blow_up_hint(field_))
-    if n_ok < finite.size and not event_hit:
-        bad_t = float(times[n_ok]) if np.isfinite(times[n_ok]) else float(t0)
-        raise DynamicsBlowUpError(bad_t, "the state became non-finite", _blow_up_hint(field_))
-    if n_ok >= 2 and times[n_ok - 1] == times[n_ok - 2]:
-        n_ok -= 1  # the final-state save duplicates a requested time
-    ws = tuple(jnp.asarray(w[:n_ok]) for w in ws)
-    return _make_trajectory(name, field_, base, data, times[:n_ok], ws, event_hit)
+
+    def solve(y0):
+        return diffrax.diffeqsolve(
+            diffrax.ODETerm(field_),
+            diffrax.Tsit5() if solver is None else solver,
+            t0,
+            t1,
+            dt0,
+            y0,
+            args=base,
+            saveat=saveat,
+            stepsize_controller=(
+                diffrax.PIDController(rtol=DEFAULT_RTOL, atol=DEFAULT_ATOL)
+                if stepsize_controller is None
+                else stepsize_controller
+            ),
+            max_steps=max_steps,
+            event=event,
+            throw=False,
+            progress_meter=diffrax.NoProgressMeter() if progress_meter is None else progress_meter,
+        )
+
+    if not batched:
+        sol = solve(weights)
+        times, ws = np.asarray(sol.ts), tuple(np.asarray(w) for w in sol.ys)
+        n_ok, event_hit = _check_run(times, ws, int(sol.result._value), t0, field_)
+        return _make_trajectory(name, field_, base, data, times, ws, event_hit, n_ok)
+
+    sol = eqx.filter_vmap(solve)(batch)
+    all_times, all_ws = np.asarray(sol.ts), tuple(np.asarray(w) for w in sol.ys)
+    codes = np.asarray(sol.result._value)
+    trajectories, status, failed_at = [], [], []
+    for b in range(all_times.shape[0]):
+        ws_b = tuple(w[b] for w in all_ws)
+        try:
+            n_ok, event_hit = _check_run(all_times[b], ws_b, int(codes[b]), t0, field_)
+        except DynamicsBlowUpError as err:
+            trajectories.append(None)
+            status.append(str(err))
+            failed_at.append(err.time)
+            continue
+        trajectories.append(_make_trajectory(name, field_, base, data, all_times[b], ws_b, event_hit, n_ok))
+        status.append("stopped early" if event_hit else "ok")
+        failed_at.append(np.nan)
+    return TrajectoryBatch(tuple(trajectories), tuple(status), np.asarray(failed_at))
+
+
+def init_weights_batch(widths, keys, **init_kwargs) -> tuple[Array, ...]:
+    """Initial weights for a batch of PRNG keys, stacked as ``(B, n_i, n_{i-1})`` arrays.
+
+    ``init_kwargs`` go to :class:`DeepLinearNet` (init, scale, teacher, ...). Pass the result to
+    :func:`simulate` to integrate all of them in one vmapped solve.
+    """
+    keys = jnp.asarray(keys)
+    if keys.ndim != 2:
+        raise ValueError("keys must be a batch of PRNG keys, e.g. jax.random.split(key, 64)")
+    DeepLinearNet(widths, key=keys[0], **init_kwargs)  # validates the options eagerly
+    return jax.vmap(lambda k: DeepLinearNet(widths, key=k, **init_kwargs).weights)(keys)
 
 
 def simulate_discrete(
@@ -406,4 +506,12 @@ def compare_with_modes(traj: Trajectory, rule, task) -> ModeComparison:
     )
 
 
-__all__ = ["ModeComparison", "Trajectory", "compare_with_modes", "simulate", "simulate_discrete"]
+__all__ = [
+    "ModeComparison",
+    "Trajectory",
+    "TrajectoryBatch",
+    "compare_with_modes",
+    "init_weights_batch",
+    "simulate",
+    "simulate_discrete",
+]

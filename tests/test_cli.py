@@ -219,3 +219,20 @@ def test_phase_portraits(tmp_path):
     for bad, msg in ((["--start", "1"], "--start must be"), (["--rules", "adam"], "unknown rule")):
         res = invoke("phase", *bad, "--out", tmp_path / "b")
         assert res.exit_code == 2 and msg in res.output
+
+
+def test_sweep_writes_one_summary_per_seed(tmp_path):
+    out = tmp_path / "sw"
+    res = invoke(
+        "sweep", "--rule", "sgd", "--seeds", "5", "--task", "teacher", "--width", "4", "--depth", "2",
+        "--init", "xavier", "--t1", "3", "--saves", "31", "--out", out, "--no-progress",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    s = json.loads((out / "summary.json").read_text())
+    assert s["seeds"] == 5 and s["succeeded"] == 5 and s["failed"] == []
+    assert len(list((out / "seeds").glob("seed_*.json"))) == 5
+    finals = [json.loads(p.read_text())["loss_final"] for p in sorted((out / "seeds").glob("*.json"))]
+    assert len(set(finals)) == 5  # different initial weights per seed
+    assert (out / "loss.png").exists()
+    res = invoke("sweep", "--seeds", "0", "--out", tmp_path / "x")
+    assert res.exit_code == 2 and "seeds must be an integer >= 1" in res.output

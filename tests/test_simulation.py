@@ -148,3 +148,23 @@ def test_simulate_validation():
         dlnsim.simulate([np.full((2, 3), np.nan)], "sgd", dlnsim.Task(np.ones((2, 3))), 1.0)
     with pytest.raises(ValueError, match="lr"):
         dlnsim.simulate_discrete(net, "sgd", task, lr=-1.0, steps=3)
+
+
+def test_batched_simulate_matches_single_runs_and_isolates_failures():
+    _, task = problem(widths=(4, 4, 4, 4), seed=9)
+    batch = dlnsim.init_weights_batch((4, 4, 4, 4), jr.split(jr.PRNGKey(1), 4), init="xavier")
+    res = dlnsim.simulate(batch, "sqrt-ngd", task, 2.0, saveat=diffrax.SaveAt(ts=jnp.linspace(0, 2, 11)))
+    assert isinstance(res, dlnsim.TrajectoryBatch) and res.status == ("ok",) * 4
+    single = dlnsim.simulate(
+        tuple(w[2] for w in batch), "sqrt-ngd", task, 2.0, saveat=diffrax.SaveAt(ts=jnp.linspace(0, 2, 11))
+    )
+    np.testing.assert_allclose(res[2].weights[0], single.weights[0], rtol=1e-9, atol=1e-12)
+
+    def explodes(t, w, args):
+        return tuple(x**2 for x in w)
+
+    mixed = tuple(jnp.stack([0.01 * jnp.abs(w[0]), jnp.abs(w[1]) + 1.0]) for w in batch)
+    res = dlnsim.simulate(mixed, explodes, task, 2.0, max_steps=2000)
+    assert list(res.succeeded) == [True, False]
+    assert "blew up at t=" in res.status[1] and 0 < res.failure_times[1] < 1.0
+    assert np.all(np.isfinite(res[0].loss))
