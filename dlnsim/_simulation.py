@@ -128,7 +128,11 @@ def _check_task_matches(weights, task: Task) -> None:
 
 @eqx.filter_jit
 def _observables(rule, task: Task, data: StudentTeacherData | None, ws):
-    """Per saved state: loss, mode strengths, conservation drift, parameter speed, data losses."""
+    """Per saved state: loss, mode strengths, conservation drift, parameter speed, data losses.
+
+    States are mapped in chunks of 64: vmapping a block rule's SVDs over all ~600 saved states
+    at once was seen to hang XLA on CPU for some inputs, while chunks evaluate in milliseconds.
+    """
 
     def one(weights):
         w = network_map(weights)
@@ -140,7 +144,7 @@ def _observables(rule, task: Task, data: StudentTeacherData | None, ws):
             out["test"] = data.test_loss(w)
         return out
 
-    obs = jax.vmap(one)(ws)
+    obs = jax.lax.map(one, ws, batch_size=64)
     c0 = [c[0] for c in obs["C"]]
     drift = [
         jnp.sqrt(jnp.sum((c - c_init) ** 2, axis=(1, 2))) for c, c_init in zip(obs["C"], c0, strict=True)
