@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import diffrax
 import equinox as eqx
@@ -48,7 +48,6 @@ class Trajectory:
     train_loss: np.ndarray | None = None
     test_loss: np.ndarray | None = None
     stopped_early: bool = False
-    extras: dict = field(default_factory=dict)
 
     @property
     def depth(self) -> int:

@@ -143,12 +143,14 @@ class StudentTeacherData(eqx.Module):
         return 0.5 * jnp.mean(jnp.sum(err**2, axis=-1))
 
 
-def _empirical(x: Array, y: Array) -> tuple[Array, Array, Array]:
+def _empirical_task(x: Array, y: Array) -> tuple[Task, Array]:
+    """The task of samples (x, y): empirical Sigma_x and least-squares map Sigma_yx Sigma_x^+, and
+    the irreducible constant, so that 1/2 mean ||y - W x||^2 = task.loss(W) + constant."""
     p = x.shape[0]
     sxx = x.T @ x / p
-    syx = y.T @ x / p
-    w_ls = syx @ jnp.linalg.pinv(sxx, hermitian=True)
-    return sxx, syx, w_ls
+    w_ls = (y.T @ x / p) @ jnp.linalg.pinv(sxx, hermitian=True)
+    irreducible = 0.5 * jnp.mean(jnp.sum((y - x @ w_ls.T) ** 2, axis=-1))
+    return Task(w_ls, 0.5 * (sxx + sxx.T)), irreducible
 
 
 def student_teacher(
@@ -185,9 +187,7 @@ def student_teacher(
 
     x, y = draw(kx, kz, samples)
     xt, yt = draw(kxt, kzt, test_samples)
-    sxx, _, w_ls = _empirical(x, y)
-    task = Task(w_ls, 0.5 * (sxx + sxx.T))
-    irreducible = 0.5 * jnp.mean(jnp.sum((y - x @ w_ls.T) ** 2, axis=-1))
+    task, irreducible = _empirical_task(x, y)
     return StudentTeacherData(task, teacher, x, y, xt, yt, irreducible, noise_std)
 
 
@@ -209,6 +209,4 @@ def load_regression_data(path: str) -> tuple[Task, Array]:
         raise ValueError(f"x and y must be 2-D with the same number of rows, got {x.shape} and {y.shape}")
     check_finite("x", x)
     check_finite("y", y)
-    sxx, _, w_ls = _empirical(x, y)
-    irreducible = 0.5 * jnp.mean(jnp.sum((y - x @ w_ls.T) ** 2, axis=-1))
-    return Task(w_ls, 0.5 * (sxx + sxx.T)), irreducible
+    return _empirical_task(x, y)
