@@ -355,7 +355,32 @@ _COMMON = dict(
     t_max=typer.Option(1e4, help="Longest time for a run to convergence."),
     loss_tol=typer.Option(1e-6, help="Convergence: stop when loss <= loss_tol x initial loss."),
     saves=typer.Option(600, help="Number of saved times."),
+    curvature=typer.Option(
+        "auto",
+        help="How full rules apply the exact curvature: auto | dense | krylov | balanced "
+        "(balanced is exact only for balanced weights with white inputs).",
+    ),
 )
+
+
+def _field(rule: str, q, eps, curvature: str, *, strict: bool = True):
+    """The rule's vector field; ``curvature`` applies to the full rules only.
+
+    With ``strict`` (single-rule commands), q or eps given to a rule without them is an error;
+    otherwise (compare) each rule takes only the options it has.
+    """
+    from ._curvature import CURVATURE_METHODS
+    from ._rules import vector_field
+
+    if curvature not in CURVATURE_METHODS:
+        raise ValueError(f"--curvature must be one of {', '.join(CURVATURE_METHODS)}, got {curvature!r}")
+    full = rule in ("ngd", "qngd", "sqrt-ngd", "damped-ngd")
+    return vector_field(
+        rule,
+        q=q if strict or rule in ("qngd", "qngd-d") else None,
+        eps=eps if strict or rule == "damped-ngd" else None,
+        method=curvature if full else None,
+    )
 
 
 def _validate_numbers(**values) -> None:
@@ -389,17 +414,18 @@ def run(
     t_max: float = _COMMON["t_max"],
     loss_tol: float = _COMMON["loss_tol"],
     saves: int = _COMMON["saves"],
+    curvature: str = _COMMON["curvature"],
     out: Path = typer.Option(None, help="Output directory (default runs/<rule>-d<depth>)."),
     progress: bool = typer.Option(True, help="Show diffrax's progress bar on runs longer than a second."),
 ) -> None:
     """Integrate one learning rule and write summary.json, trajectory.npz and plots."""
     from ._checks import DynamicsBlowUpError
     from ._plotting import plot_loss, plot_modes
-    from ._rules import rule_q, vector_field
+    from ._rules import rule_q
 
     try:
         _validate_numbers(t1=t1, t_max=t_max, loss_tol=loss_tol, saves=saves)
-        field_ = vector_field(rule, q=q, eps=eps)
+        field_ = _field(rule, q, eps, curvature)
         setup = build_setup(
             task=task, depth=depth, width=width, widths=widths, init=init, scale=scale, seed=seed,
             rank=rank, snr=snr, samples=samples, data=data,
@@ -447,6 +473,7 @@ def compare(
     t_max: float = _COMMON["t_max"],
     loss_tol: float = _COMMON["loss_tol"],
     saves: int = _COMMON["saves"],
+    curvature: str = _COMMON["curvature"],
     analytic: bool = typer.Option(
         False, "--analytic", help="Aligned init; integrate the singular-mode ODEs beside each run."
     ),
@@ -456,7 +483,7 @@ def compare(
     """Run several rules from the same task and initial weights; overlay plots and a table."""
     from ._checks import DynamicsBlowUpError
     from ._plotting import plot_loss, plot_modes
-    from ._rules import rule_q, vector_field
+    from ._rules import rule_q
 
     names = [r.strip() for r in rules.split(",") if r.strip()]
     try:
@@ -468,12 +495,7 @@ def compare(
         if len(set(names)) != len(names):
             raise ValueError(f"--rules lists a rule twice: {rules}")
         _validate_numbers(t1=t1, t_max=t_max, loss_tol=loss_tol, saves=saves)
-        fields = {
-            n: vector_field(
-                n, q=q if n in ("qngd", "qngd-d") else None, eps=eps if n == "damped-ngd" else None
-            )
-            for n in names
-        }
+        fields = {n: _field(n, q, eps, curvature, strict=False) for n in names}
         setup = build_setup(
             task=task, depth=depth, width=width, widths=widths, init=init, scale=scale, seed=seed,
             rank=rank, snr=snr, samples=samples, data=data,
@@ -537,6 +559,7 @@ def sweep(
     t_max: float = _COMMON["t_max"],
     loss_tol: float = _COMMON["loss_tol"],
     saves: int = _COMMON["saves"],
+    curvature: str = _COMMON["curvature"],
     out: Path = typer.Option(None, help="Output directory (default runs/sweep-<rule>-d<depth>)."),
     progress: bool = typer.Option(True, help="Show diffrax's progress bar on runs longer than a second."),
 ) -> None:
@@ -546,14 +569,14 @@ def sweep(
     import numpy as np
 
     from ._plotting import plot_sweep
-    from ._rules import rule_q, vector_field
+    from ._rules import rule_q
     from ._simulation import init_weights_batch
 
     try:
         if int(seeds) != seeds or seeds < 1:
             raise ValueError(f"seeds must be an integer >= 1, got {seeds!r}")
         _validate_numbers(t1=t1, t_max=t_max, loss_tol=loss_tol, saves=saves)
-        field_ = vector_field(rule, q=q, eps=eps)
+        field_ = _field(rule, q, eps, curvature)
         setup = build_setup(
             task=task, depth=depth, width=width, widths=widths, init=init, scale=scale, seed=seed,
             rank=rank, snr=snr, samples=samples, data=data,

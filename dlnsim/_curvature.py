@@ -14,12 +14,17 @@ whitened residual r = (W - W*) Sigma^(1/2). The P x P matrix H+ is never formed 
 from __future__ import annotations
 
 import abc
+import math
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
+import lineax as lx
 
 from ._models import Weights, network_map, prefix_products, suffix_products
 from ._tasks import Task
+
+CURVATURE_METHODS = ("auto", "dense", "krylov", "balanced")
 
 
 def loss_gradient(weights: Weights, task: Task) -> Weights:
@@ -45,6 +50,44 @@ def _default_rcond(size: int, dtype) -> float:
     return 10.0 * size * float(jnp.finfo(dtype).eps)
 
 
+@jax.custom_jvp
+def _psd_function_apply(matrix, vector, power, damping, rcond):
+    """f(M) v for symmetric PSD M with f = ``spectral_power``, by eigh.
+
+    The custom JVP uses the Daleckii-Krein divided differences, so derivatives stay finite at
+    repeated eigenvalues (where differentiating eigh itself divides by zero gaps).
+    """
+    evals, evecs = jnp.linalg.eigh(matrix)
+    f = spectral_power(evals, power=power, damping=damping, rcond=rcond)
+    return evecs @ (f * (evecs.T @ vector))
+
+
+@_psd_function_apply.defjvp
+def _psd_function_apply_jvp(primals, tangents):
+    matrix, vector, power, damping, rcond = primals
+    dmatrix, dvector = tangents[0], tangents[1]
+    evals, evecs = jnp.linalg.eigh(matrix)
+    f = spectral_power(evals, power=power, damping=damping, rcond=rcond)
+    coeffs = evecs.T @ vector
+    out = evecs @ (f * coeffs)
+    # divided differences f[l_i, l_j]; the derivative f'(l) where eigenvalues (nearly) coincide
+    shifted = evals + damping
+    keep = f != 0
+    safe = jnp.where(keep, shifted, 1.0)
+    fprime = jnp.where(keep, -power * safe ** (-power - 1.0), 0.0)
+    diff = evals[:, None] - evals[None, :]
+    scale = jnp.maximum(jnp.abs(evals[:, None]), jnp.abs(evals[None, :]))
+    close = jnp.abs(diff) <= 1e-9 * jnp.maximum(scale, jnp.finfo(evals.dtype).tiny)
+    dd = jnp.where(
+        close,
+        0.5 * (fprime[:, None] + fprime[None, :]),
+        (f[:, None] - f[None, :]) / jnp.where(close, 1.0, diff),
+    )
+    dm = evecs.T @ (0.5 * (dmatrix + dmatrix.T)) @ evecs
+    tangent = evecs @ ((dd * dm) @ coeffs + f * (evecs.T @ dvector))
+    return out, tangent
+
+
 class AbstractCurvature(eqx.Module):
     """A PSD curvature approximation C(theta) of the Gauss-Newton matrix H+.
 
@@ -62,14 +105,77 @@ class AbstractCurvature(eqx.Module):
         return _default_rcond(size, dtype) if self.rcond is None else self.rcond
 
 
+def structurally_full_rank(widths) -> bool:
+    """Whether K = J J^T is non-singular for generic weights of these widths.
+
+    J's range is a sum of the subspaces col(W_>i) (x) row(W_<i Sigma^(1/2)); it is everything iff
+    some layer i has every later width n_i..n_{d-1} >= n_d and every earlier width n_1..n_{i-1}
+    >= n_0. Bottlenecks narrower than both ends make K singular.
+    """
+    n0, nd, d = widths[0], widths[-1], len(widths) - 1
+    return any(
+        min(widths[i:d], default=nd) >= nd and min(widths[1:i], default=n0) >= n0 for i in range(1, d + 1)
+    )
+
+
+def _imbalance(weights: Weights):
+    """max_i ||W_{i+1}^T W_{i+1} - W_i W_i^T||_F / ||W_i W_i^T||_F (0 for balanced nets)."""
+    out = jnp.zeros((), weights[0].dtype)
+    for lo, hi in zip(weights[:-1], weights[1:], strict=True):
+        gram = lo @ lo.T
+        num = jnp.linalg.norm(hi.T @ hi - gram)
+        out = jnp.maximum(out, num / jnp.maximum(jnp.linalg.norm(gram), jnp.finfo(gram.dtype).tiny))
+    return out
+
+
+def imbalance(weights) -> float:
+    """How far the weights are from balanced, max_i ||W_{i+1}^T W_{i+1} - W_i W_i^T|| / ||W_i W_i^T||.
+
+    The conservation law (Huh 2020, eq. 4) keeps it constant under the full rules, so a net that
+    starts balanced stays balanced, and ``GaussNewton(method="balanced")`` stays exact.
+    """
+    from ._models import as_weights
+
+    return float(_imbalance(as_weights(weights)))
+
+
 class GaussNewton(AbstractCurvature):
     """The exact Gauss-Newton matrix H+ = J^T J (Huh 2020, eq. 3), applied through map space.
 
     Since g = J^T r, (H+ + eps I)^(-s) g = J^T (K + eps I)^(-s) r with the map-space Gram matrix
     K = J J^T = sum_i B_i (x) A_i, B_i = W_>i W_>i^T and A_i = Sigma^(1/2) W_<i^T W_<i Sigma^(1/2),
     of size n_d n_0 (push-through identity; pseudo-inverse powers at eps = 0, as H+ and K share
-    their non-zero spectrum). Cost: one eigh of an (n_d n_0)-square matrix.
+    their non-zero spectrum). K acts on a map X as sum_i B_i X A_i in O(d n^3).
+
+    Methods (all give the same pseudo-inverse power; they differ in cost):
+
+    - ``"dense"``: eigh of K, O((n_d n_0)^3). Derivatives use divided differences, so they stay
+      finite at repeated eigenvalues (orthogonal init).
+    - ``"krylov"``: matrix-free. Power 1 (NGD, damped NGD) is one preconditioned CG solve (lineax)
+      of (K + eps) X = r. Fractional powers use (K + eps)^(-s) = sin(pi s)/pi * int_0^inf
+      t^(-s) (K + eps + t)^(-1) dt, a trapezoid rule in log t (error ~ exp(-2 pi^2 / h)) with
+      geometric tails, each node a warm-started PCG solve. The preconditioner is diagonal in the
+      singular bases of W Sigma^(1/2) = U S V^T: D_ab = sum_i |W_>i^T u_a|^2 |W_<i Sigma^(1/2) v_b|^2.
+      It needs widths for which K is generically non-singular (:func:`structurally_full_rank`).
+    - ``"balanced"``: closed form for balanced weights (W_{i+1}^T W_{i+1} = W_i W_i^T) with
+      Sigma_x = I, where K is diagonal in the singular bases of W with eigenvalues
+      sum_i s_a^(2(d-i)/d) s_b^(2(i-1)/d) (Huh 2020, eqs. 12-14). One SVD. It is wrong for
+      unbalanced weights or a non-white Sigma_x; check with :func:`imbalance`.
+    - ``"auto"`` (default): dense when n_d n_0 <= ``dense_max_size`` or K is structurally
+      singular, else krylov.
     """
+
+    method: str = eqx.field(default="auto", static=True, kw_only=True)
+    dense_max_size: int = eqx.field(default=256, static=True, kw_only=True)
+    cg_rtol: float = eqx.field(default=1e-12, static=True, kw_only=True)
+    max_cg_steps: int = eqx.field(default=1000, static=True, kw_only=True)
+    quadrature_step: float = eqx.field(default=0.8, static=True, kw_only=True)
+
+    def __check_init__(self):
+        if self.method not in CURVATURE_METHODS:
+            raise ValueError(
+                f"unknown curvature method {self.method!r}; choose one of {', '.join(CURVATURE_METHODS)}"
+            )
 
     def gram_matrix(self, weights: Weights, task: Task):
         """K = sum_i B_i (x) A_i in row-major vec ordering, so K vec(X) = vec(sum_i B_i X A_i)."""
@@ -81,15 +187,143 @@ class GaussNewton(AbstractCurvature):
             k = k + jnp.kron(b @ b.T, fa.T @ fa)
         return k
 
+    def resolved_method(self, widths) -> str:
+        """The method ``"auto"`` picks for nets of these widths."""
+        if self.method != "auto":
+            return self.method
+        if widths[0] * widths[-1] <= self.dense_max_size or not structurally_full_rank(widths):
+            return "dense"
+        return "krylov"
+
     def precondition(self, weights, task, *, power, damping=0.0):
+        widths = (weights[0].shape[1],) + tuple(w.shape[0] for w in weights)
+        method = self.resolved_method(widths)
         pre, suf = prefix_products(weights), suffix_products(weights)
         s = task.input_cov_sqrt
+        fas = [a @ s for a in pre]
         residual = task.whitened_residual(network_map(weights))
-        gram = self.gram_matrix(weights, task)
-        evals, evecs = jnp.linalg.eigh(gram)
-        f = spectral_power(evals, power=power, damping=damping, rcond=self._rcond(gram.shape[0], gram.dtype))
-        x = (evecs @ (f * (evecs.T @ residual.reshape(-1)))).reshape(residual.shape)
-        return tuple(b.T @ x @ (a @ s).T for a, b in zip(pre, suf, strict=True))
+        rcond = self._rcond(widths[0] * widths[-1], residual.dtype)
+        if method == "dense":
+            gram = self.gram_matrix(weights, task)
+            x = _psd_function_apply(gram, residual.reshape(-1), power, damping, rcond).reshape(residual.shape)
+        elif method == "balanced":
+            x = _balanced_apply(network_map(weights) @ s, residual, len(weights), power, damping, rcond)
+        else:
+            if not structurally_full_rank(widths):
+                raise ValueError(
+                    f"method='krylov' needs widths for which K = J J^T is non-singular; {widths} has a "
+                    "bottleneck narrower than both ends: use method='dense' (or 'auto')"
+                )
+            x = self._krylov_apply(network_map(weights) @ s, suf, fas, residual, power, damping, rcond)
+        return tuple(b.T @ x @ fa.T for fa, b in zip(fas, suf, strict=True))
+
+    def _krylov_apply(self, whitened_map, suf, fas, residual, power, damping, rcond):
+        return _krylov_apply(
+            whitened_map,
+            suf,
+            fas,
+            residual,
+            power=power,
+            damping=damping,
+            rcond=rcond,
+            cg_rtol=self.cg_rtol,
+            max_steps=self.max_cg_steps,
+            step=self.quadrature_step,
+        )
+
+
+def _krylov_apply(whitened_map, suf, fas, residual, *, power, damping, rcond, cg_rtol, max_steps, step):
+    """(K + eps)^(-power) r, matrix-free, in the singular bases of W Sigma^(1/2) (see GaussNewton)."""
+    u, _, vt = jnp.linalg.svd(whitened_map, full_matrices=True)
+    cb = [b.T @ u for b in suf]  # W_>i^T U, (n_i, n_d)
+    ca = [fa @ vt.T for fa in fas]  # W_<i Sigma^(1/2) V, (n_{i-1}, n_0)
+    bt = jnp.stack([c.T @ c for c in cb])  # U^T B_i U, (d, n_d, n_d)
+    at = jnp.stack([c.T @ c for c in ca])  # V^T A_i V, (d, n_0, n_0)
+    diag = jnp.einsum("ia,ib->ab", jnp.diagonal(bt, axis1=1, axis2=2), jnp.diagonal(at, axis1=1, axis2=2))
+    keep = diag + damping > rcond * jnp.max(diag)
+    rhs = jnp.where(keep, u.T @ residual @ vt.T, 0.0)
+
+    def gram(y):  # U^T K(U y V^T) V = sum_i (U^T B_i U) y (V^T A_i V)
+        return jnp.sum(jnp.matmul(jnp.matmul(bt, y), at), axis=0)
+
+    def solve(shift, y_guess):
+        """(K + shift) y = rhs by CG on the Jacobi-scaled operator D_s^(-1/2) (K + shift) D_s^(-1/2)."""
+        scale = jnp.where(keep, jax.lax.rsqrt(jnp.where(keep, diag + shift, 1.0)), 0.0)
+        b = scale * rhs
+        structure = jax.ShapeDtypeStruct(rhs.shape, rhs.dtype)
+        op = lx.FunctionLinearOperator(
+            lambda z: scale * (gram(scale * z) + shift * (scale * z)), structure, lx.positive_semidefinite_tag
+        )
+        y0 = jnp.where(keep, y_guess / jnp.where(keep, scale, 1.0), 0.0)
+        tol = cg_rtol * jnp.sqrt(jnp.mean(b**2))
+        solver = lx.CG(rtol=0.0, atol=tol, norm=_rms_norm, max_steps=max_steps, stabilise_every=10)
+        sol = lx.linear_solve(op, b, solver, options={"y0": y0}, throw=False)
+        return scale * sol.value
+
+    if power == 1.0:
+        y = solve(damping, jnp.zeros_like(rhs))
+    else:
+        y = _fractional_power(gram, solve, rhs, diag, keep, power, damping, step)
+    return u @ y @ vt
+
+
+def _rms_norm(x):
+    return jnp.sqrt(jnp.mean(x**2))
+
+
+def _fractional_power(gram, solve, rhs, diag, keep, s, damping, h):
+    """(K + eps)^(-s) rhs for 0 < s < 1 by sin(pi s)/pi * int e^((1-s)u) (K + eps + e^u)^(-1) du.
+
+    The trapezoid rule in u has error ~ exp(-2 pi^2 / h) (the integrand is analytic in the strip
+    |Im u| < pi). Nodes run from above the spectrum's estimate down to below it, each PCG solve
+    warm-started from the last. Beyond the ends, the sum over the infinite grid is added in
+    closed form from (K + eps + e^u)^(-1) ~ e^(-u)(I - (K + eps) e^(-u)) above and
+    ~ (K + eps)^(-1) below, with relative errors below 1e-12.
+    """
+    lam_hi = jnp.max(diag) + damping
+    lam_lo = jnp.min(jnp.where(keep, diag + damping, lam_hi))
+    # the Jacobi estimate brackets K's spectrum within about [1e-2, 1e2] times its range
+    u_hi = jnp.log(lam_hi) + math.log(1e2) + 27.7 / (2.0 + s)
+    u_lo = jnp.log(lam_lo) - math.log(1e3) - 27.7 / (2.0 - s)
+    n_nodes = jnp.ceil((u_hi - u_lo) / h).astype(jnp.int32) + 1
+
+    def body(k, carry):
+        acc, y = carry
+        u = u_hi - h * k
+        y = solve(jnp.exp(u) + damping, y)
+        return acc + jnp.exp((1.0 - s) * u) * y, y
+
+    zeros = jnp.zeros_like(rhs)
+    acc, y_last = jax.lax.fori_loop(0, n_nodes, body, (zeros, zeros))
+    u_last = u_hi - h * (n_nodes - 1)
+    rho_lo = math.exp(-(1.0 - s) * h)
+    lower = jnp.exp((1.0 - s) * u_last) * rho_lo / (1.0 - rho_lo) * y_last
+    rho_s, rho_1 = math.exp(-s * h), math.exp(-(1.0 + s) * h)
+    k_rhs = gram(rhs) + damping * rhs
+    upper = (
+        jnp.exp(-s * u_hi) * rho_s / (1.0 - rho_s) * rhs
+        - jnp.exp(-(1.0 + s) * u_hi) * rho_1 / (1.0 - rho_1) * k_rhs
+    )
+    return math.sin(math.pi * s) / math.pi * h * (acc + lower + upper)
+
+
+def _balanced_apply(whitened_map, residual, depth, power, damping, rcond):
+    u, sv, vt = jnp.linalg.svd(whitened_map, full_matrices=True)
+    nd, n0 = whitened_map.shape
+    sa = jnp.zeros(nd, sv.dtype).at[: sv.shape[0]].set(sv)
+    sb = jnp.zeros(n0, sv.dtype).at[: sv.shape[0]].set(sv)
+    lam = 0.0
+    for i in range(1, depth + 1):
+        lam = lam + _pow0(sa, 2.0 * (depth - i) / depth)[:, None] * _pow0(sb, 2.0 * (i - 1) / depth)[None, :]
+    f = spectral_power(lam, power=power, damping=damping, rcond=rcond)
+    return u @ (f * (u.T @ residual @ vt.T)) @ vt
+
+
+def _pow0(x, e):
+    """x**e with 0**0 = 1 (the identity factors B_d and A_1)."""
+    if e == 0:
+        return jnp.ones_like(x)
+    return jnp.where(x > 0, jnp.where(x > 0, x, 1.0) ** e, 0.0)
 
 
 class BlockDiagonalGaussNewton(AbstractCurvature):
@@ -124,4 +358,12 @@ class BlockDiagonalGaussNewton(AbstractCurvature):
         return tuple(out)
 
 
-__all__ = ["AbstractCurvature", "GaussNewton", "BlockDiagonalGaussNewton", "loss_gradient"]
+__all__ = [
+    "AbstractCurvature",
+    "BlockDiagonalGaussNewton",
+    "CURVATURE_METHODS",
+    "GaussNewton",
+    "imbalance",
+    "loss_gradient",
+    "structurally_full_rank",
+]

@@ -146,6 +146,7 @@ def vector_field(
     rcond: float | None = None,
     output_cov=None,
     damping: float | None = None,
+    method: str | None = None,
 ) -> eqx.Module:
     """The learning rule ``rule`` as a diffrax vector field ``f(t, weights, task)``.
 
@@ -155,6 +156,8 @@ def vector_field(
         eps: the damping of ``"damped-ngd"`` (eps >= 0; eps = 0 is NGD).
         rcond: relative rank cutoff of the pseudo-inverse (default 10 * size * machine eps).
         output_cov, damping: options of ``"bernacchia"`` (output noise covariance; LM damping).
+        method: how the full rules (ngd, qngd, sqrt-ngd, damped-ngd) apply the exact curvature:
+            ``"auto"`` (default), ``"dense"``, ``"krylov"`` or ``"balanced"`` (see :class:`GaussNewton`).
     """
     if rule not in RULES:
         raise ValueError(f"unknown rule {rule!r}; choose one of {', '.join(RULES)}")
@@ -166,6 +169,10 @@ def vector_field(
         raise ValueError(f"eps applies only to the rule damped-ngd, not {rule!r}")
     if (output_cov is not None or damping is not None) and rule != "bernacchia":
         raise ValueError(f"output_cov and damping apply only to the rule bernacchia, not {rule!r}")
+    if method is not None and (rule in ("sgd", "bernacchia") or rule.endswith("-d")):
+        raise ValueError(
+            f"method applies only to the full rules ngd, qngd, sqrt-ngd and damped-ngd, not {rule!r}"
+        )
     if q is not None:
         q = check_q(q)
     if rule == "sgd":
@@ -175,7 +182,7 @@ def vector_field(
     if rule.endswith("-d"):
         curvature, base = BlockDiagonalGaussNewton(rcond=rcond), rule[:-2]
     else:
-        curvature, base = GaussNewton(rcond=rcond), rule
+        curvature, base = GaussNewton(rcond=rcond, method=method or "auto"), rule
     if base == "damped-ngd":
         eps = 0.0 if eps is None else check_nonnegative("eps", eps)
         return NaturalGradientFlow(curvature, 1.0, eps)
