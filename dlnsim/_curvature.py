@@ -234,7 +234,9 @@ class GaussNewton(AbstractCurvature):
 
 def _krylov_apply(whitened_map, suf, fas, residual, *, power, damping, rcond, cg_rtol, max_steps, step):
     """(K + eps)^(-power) r, matrix-free, in the singular bases of W Sigma^(1/2) (see GaussNewton)."""
-    u, _, vt = jnp.linalg.svd(whitened_map, full_matrices=True)
+    # The converged solve does not depend on the basis, only the preconditioner does: holding U, V
+    # (and the node placement) fixed keeps derivatives finite at repeated singular values.
+    u, _, vt = jax.lax.stop_gradient(jnp.linalg.svd(whitened_map, full_matrices=True))
     cb = [b.T @ u for b in suf]  # W_>i^T U, (n_i, n_d)
     ca = [fa @ vt.T for fa in fas]  # W_<i Sigma^(1/2) V, (n_{i-1}, n_0)
     bt = jnp.stack([c.T @ c for c in cb])  # U^T B_i U, (d, n_d, n_d)
@@ -254,14 +256,17 @@ def _krylov_apply(whitened_map, suf, fas, residual, *, power, damping, rcond, cg
         op = lx.FunctionLinearOperator(
             lambda z: scale * (gram(scale * z) + shift * (scale * z)), structure, lx.positive_semidefinite_tag
         )
-        y0 = jnp.where(keep, y_guess / jnp.where(keep, scale, 1.0), 0.0)
-        tol = cg_rtol * jnp.sqrt(jnp.mean(b**2))
+        tol = jax.lax.stop_gradient(cg_rtol * jnp.sqrt(jnp.mean(b**2)))
         solver = lx.CG(rtol=0.0, atol=tol, norm=_rms_norm, max_steps=max_steps, stabilise_every=10)
-        sol = lx.linear_solve(op, b, solver, options={"y0": y0}, throw=False)
+        options = {}
+        if y_guess is not None:  # a warm start only changes the iterations, not the solution
+            y0 = jnp.where(keep, y_guess / jnp.where(keep, scale, 1.0), 0.0)
+            options["y0"] = jax.lax.stop_gradient(y0)
+        sol = lx.linear_solve(op, b, solver, options=options, throw=False)
         return scale * sol.value
 
     if power == 1.0:
-        y = solve(damping, jnp.zeros_like(rhs))
+        y = solve(damping, None)
     else:
         y = _fractional_power(gram, solve, rhs, diag, keep, power, damping, step)
     return u @ y @ vt
@@ -280,6 +285,7 @@ def _fractional_power(gram, solve, rhs, diag, keep, s, damping, h):
     closed form from (K + eps + e^u)^(-1) ~ e^(-u)(I - (K + eps) e^(-u)) above and
     ~ (K + eps)^(-1) below, with relative errors below 1e-12.
     """
+    diag = jax.lax.stop_gradient(diag)
     lam_hi = jnp.max(diag) + damping
     lam_lo = jnp.min(jnp.where(keep, diag + damping, lam_hi))
     # the Jacobi estimate brackets K's spectrum within about [1e-2, 1e2] times its range

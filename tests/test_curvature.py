@@ -1,0 +1,155 @@
+"""Exact-curvature methods (dense, krylov, balanced) against the dense P x P reference, the
+singular-mode formula at n = 64, d = 8, and derivatives at degenerate spectra."""
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+import pytest
+from dense_reference import reference_field
+from test_analytic import aligned_problem
+from test_rules import make_problem, rel_err
+
+import dlnsim
+from dlnsim import analytic as A
+from dlnsim._curvature import GaussNewton, imbalance, structurally_full_rank
+
+FULL_RULES = [
+    ("ngd", {}, 1.0, 0.0),
+    ("sqrt-ngd", {}, 2.0, 0.0),
+    ("qngd", {"q": 3.0}, 3.0, 0.0),
+    ("qngd", {"q": 1.5}, 1.5, 0.0),
+    ("damped-ngd", {"eps": 0.1}, 1.0, 0.1),
+    ("damped-ngd", {"eps": 3.0}, 1.0, 3.0),
+]
+IDS = [f"{r}{kw}" for r, kw, _, _ in FULL_RULES]
+
+
+def field(method, q, eps):
+    return dlnsim.NaturalGradientFlow(GaussNewton(method=method), q, eps)
+
+
+@pytest.mark.parametrize("widths", [(4, 4, 4, 4), (3, 5, 4, 2), (6, 8, 7, 6, 5)])
+@pytest.mark.parametrize("rule, kw, q, eps", FULL_RULES, ids=IDS)
+def test_krylov_matches_dense_reference(widths, rule, kw, q, eps):
+    weights, task = make_problem(widths)  # xavier x 1.2, correlated input covariance
+    ref = reference_field(rule, weights, task.teacher, task.input_cov, **kw)
+    assert rel_err(field("krylov", q, eps)(0.0, weights, task), ref) <= 1e-8
+    assert rel_err(field("dense", q, eps)(0.0, weights, task), ref) <= 1e-8
+
+
+@pytest.mark.parametrize("rule, kw, q, eps", FULL_RULES[:3], ids=IDS[:3])
+def test_krylov_on_a_near_singular_state(rule, kw, q, eps):
+    """Two layers with singular values down to 1e-3: K spans over 7 decades, all kept."""
+    weights, task = make_problem((5, 6, 5, 5), seed=7)
+
+    def squash(w):
+        u, s, vt = np.linalg.svd(np.asarray(w), full_matrices=False)
+        return jnp.asarray((u * np.geomspace(1.0, 1e-3, s.size)) @ vt)
+
+    weights = (squash(weights[0]), weights[1], squash(weights[2]))
+    k = np.linalg.eigvalsh(np.asarray(GaussNewton().gram_matrix(weights, task)))
+    assert k[-1] / k[0] > 1e7
+    ref = reference_field(rule, weights, task.teacher, task.input_cov, **kw)
+    assert rel_err(field("krylov", q, eps)(0.0, weights, task), ref) <= 1e-8
+
+
+def test_krylov_refuses_structurally_singular_widths_and_auto_falls_back():
+    weights, task = make_problem((5, 3, 2, 3, 4))
+    assert not structurally_full_rank((5, 3, 2, 3, 4))
+    assert structurally_full_rank((3, 5, 4, 2)) and structurally_full_rank((6, 8, 7, 6, 5))
+    assert not structurally_full_rank((4, 2, 4))
+    with pytest.raises(ValueError, match="method='dense'"):
+        field("krylov", 1.0, 0.0)(0.0, weights, task)
+    auto = GaussNewton(dense_max_size=1)
+    assert auto.resolved_method((5, 3, 2, 3, 4)) == "dense"
+    assert auto.resolved_method((6, 8, 7, 6, 5)) == "krylov"
+    ref = reference_field("ngd", weights, task.teacher, task.input_cov)
+    assert rel_err(dlnsim.NaturalGradientFlow(auto, 1.0)(0.0, weights, task), ref) <= 1e-8
+
+
+@pytest.mark.parametrize("widths", [(4, 4, 4, 4), (5, 3, 2, 3, 4), (3, 6, 2)])
+@pytest.mark.parametrize("rule, kw, q, eps", FULL_RULES, ids=IDS)
+def test_balanced_closed_form_matches_dense_reference_on_balanced_nets(widths, rule, kw, q, eps):
+    net = dlnsim.DeepLinearNet(widths, key=jr.PRNGKey(1), init="balanced", scale=1.3)
+    weights = net.weights
+    assert imbalance(weights) < 1e-12
+    task = dlnsim.Task(dlnsim.random_teacher(jr.PRNGKey(2), widths[-1], widths[0]))
+    ref = reference_field(rule, weights, task.teacher, task.input_cov, **kw)
+    assert rel_err(field("balanced", q, eps)(0.0, weights, task), ref) <= 1e-8
+
+
+def test_balanced_closed_form_is_wrong_off_balance():
+    """The closed form assumes balance: on xavier weights it must differ from the reference."""
+    weights, _ = make_problem((4, 4, 4, 4))
+    task = dlnsim.Task(dlnsim.random_teacher(jr.PRNGKey(2), 4, 4))
+    assert imbalance(weights) > 0.1
+    ref = reference_field("ngd", weights, task.teacher, task.input_cov)
+    assert rel_err(field("balanced", 1.0, 0.0)(0.0, weights, task), ref) > 1e-2
+
+
+def test_unknown_method_and_misplaced_method_are_refused():
+    with pytest.raises(ValueError, match="choose one of auto, dense, krylov, balanced"):
+        GaussNewton(method="lanczos")
+    with pytest.raises(ValueError, match="full rules"):
+        dlnsim.vector_field("ngd-d", method="krylov")
+
+
+@pytest.mark.parametrize(
+    "rule, kw, q, block",
+    [
+        ("ngd", {}, 1.0, False),
+        ("sqrt-ngd", {}, 2.0, False),
+        ("ngd-d", {}, 1.0, True),
+        ("sqrt-ngd-d", {}, 2.0, True),
+    ],
+)
+def test_wide_aligned_net_follows_the_mode_formula(rule, kw, q, block):
+    """n = 64, d = 8, aligned: every rule's field equals the singular-mode ODE (Huh 2020, eqs. 14, 25).
+
+    The full rules run matrix-free (auto picks krylov at n_d n_0 = 4096).
+    """
+    widths = (64,) * 9
+    net, task, frames, sv, sigma_star, lam = aligned_problem(widths, seed=5)
+    f = dlnsim.vector_field(rule, **kw)
+    if not block:
+        assert f.curvature.resolved_method(widths) == "krylov"
+    velocity = jax.jit(f)(0.0, net.weights, task)
+    projected = A.project_onto_modes(velocity, frames)
+    expected = np.asarray(A.mode_vector_field(q, block)(0.0, jnp.asarray(sv), (sigma_star, lam)))
+    assert np.abs(projected - expected).max() <= 1e-7 * np.abs(expected).max()
+
+
+def loss_at(weights, task, rule_field, t1=0.4):
+    sol = diffrax.diffeqsolve(
+        diffrax.ODETerm(rule_field), diffrax.Tsit5(), 0.0, t1, None, weights, args=task,
+        stepsize_controller=diffrax.PIDController(rtol=1e-11, atol=1e-13), max_steps=4096,
+    )  # fmt: skip
+    final = jax.tree_util.tree_map(lambda x: x[-1], sol.ys)
+    return task.loss(dlnsim.network_map(final))
+
+
+@pytest.mark.parametrize("init", ["orthogonal", "xavier"])
+@pytest.mark.parametrize(
+    "rule_field",
+    [field("dense", 1.0, 0.0), field("dense", 2.0, 0.0), field("krylov", 1.0, 0.0)],
+    ids=["ngd-dense", "sqrt-ngd-dense", "ngd-krylov"],
+)
+def test_gradient_through_the_solve_matches_finite_differences(init, rule_field):
+    """d loss(t1) / d W(0), by reverse mode through diffrax, against central differences.
+
+    At orthogonal init K has repeated eigenvalues, where differentiating eigh divides by zero.
+    """
+    widths = (3, 3, 3, 3)
+    net = dlnsim.DeepLinearNet(widths, key=jr.PRNGKey(3), init=init, scale=0.9)
+    task = dlnsim.Task(dlnsim.random_teacher(jr.PRNGKey(4), 3, 3))
+    grad = jax.grad(loss_at)(net.weights, task, rule_field)
+    assert all(bool(jnp.all(jnp.isfinite(g))) for g in grad)
+    direction = tuple(jr.normal(k, w.shape) for k, w in zip(jr.split(jr.PRNGKey(5), 3), net.weights))
+    h = 1e-5
+    plus = loss_at(tuple(w + h * v for w, v in zip(net.weights, direction)), task, rule_field)
+    minus = loss_at(tuple(w - h * v for w, v in zip(net.weights, direction)), task, rule_field)
+    fd = (plus - minus) / (2 * h)
+    ad = sum(jnp.sum(g * v) for g, v in zip(grad, direction))
+    assert abs(float(ad - fd)) <= 1e-6 * max(1.0, abs(float(fd)))
