@@ -3,8 +3,12 @@
 Also times an independent dense reference (autodiff Jacobian, P x P Gauss-Newton matrix, eigh)
 where P is small enough, and prints its cost divided by ours.
 
-    python benchmarks/vector_fields.py            # (n, d) = (16, 4), (32, 4), (16, 8)
+    python benchmarks/vector_fields.py            # (n, d) = (16, 4), (32, 4), (64, 8), (256, 8)
     python benchmarks/vector_fields.py --quick    # a tiny size, as a smoke test
+
+Two states per size: near orthogonal, W_i = 0.6 (Q_i + 0.3 G_i / sqrt(n)), and Gaussian
+G_i / sqrt(n); a correlated input covariance. The exact full rules use the default method
+("auto": dense eigh of K for n_d n_0 <= 256, else matrix-free krylov).
 """
 
 import argparse
@@ -33,6 +37,7 @@ RULES = [
 
 
 def timed(fn, *args, repeats=5, min_time=0.2):
+    """Best of ``repeats`` mean times (compilation excluded)."""
     jax.block_until_ready(fn(*args))  # compile
     best = float("inf")
     for _ in range(repeats):
@@ -74,37 +79,53 @@ def dense_reference(rule_power):
     return jax.jit(field)
 
 
+def state(kind, n, d, key):
+    keys = jr.split(key, 2 * d)
+    out = []
+    for i in range(d):
+        g = jr.normal(keys[2 * i], (n, n))
+        if kind == "near-orthogonal":
+            q, _ = jnp.linalg.qr(jr.normal(keys[2 * i + 1], (n, n)))
+            out.append(0.6 * (q + 0.3 * g / n**0.5))
+        else:
+            out.append(g / n**0.5)
+    return tuple(out)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="one tiny size (smoke test)")
     parser.add_argument("--dense-max-params", type=int, default=2048)
+    parser.add_argument("--slow-fractional", action="store_true", help="also time sqrt-ngd/qngd at n=256")
     args = parser.parse_args()
-    sizes = [(6, 3)] if args.quick else [(16, 4), (32, 4), (16, 8)]
+    sizes = [(6, 3)] if args.quick else [(16, 4), (32, 4), (64, 8), (256, 8)]
     print(
         f"# {platform.processor() or platform.machine()}, jax {jax.__version__}, {jax.devices()[0].platform}"
     )
     print("# ratio = field time / sgd field time; dense/ours = dense P x P reference time / ours")
     for n, d in sizes:
-        k1, k2, k3 = jr.split(jr.PRNGKey(0), 3)
-        net = dlnsim.DeepLinearNet((n,) * (d + 1), key=k1, init="xavier")
-        task = dlnsim.Task(dlnsim.random_teacher(k2, n, n), dlnsim.correlated_input_cov(k3, n))
-        params = d * n * n
-        print(f"\n(n, d) = ({n}, {d}), P = {params}")
-        times = {}
-        for name, kw in RULES:
-            f = jax.jit(dlnsim.vector_field(name, **kw))
-            times[name] = timed(f, 0.0, net.weights, task)
-        dense = {}
-        if params <= args.dense_max_params:
-            for name, power in (("ngd", 1.0), ("sqrt-ngd", 0.5)):
-                dense[name] = timed(dense_reference(power), net.weights, task, repeats=2)
-        print(f"{'rule':<12} {'time [ms]':>10} {'x sgd':>9} {'dense/ours':>11}")
-        for name, _ in RULES:
-            t = times[name]
-            ratio = f"{dense[name] / t:11.1f}" if name in dense else f"{'-':>11}"
-            print(f"{name:<12} {1e3 * t:10.3f} {t / times['sgd']:9.1f} {ratio}")
-        for name, t in dense.items():
-            print(f"{'dense ' + name:<12} {1e3 * t:10.3f} {t / times['sgd']:9.1f}")
+        for kind in ("near-orthogonal", "gaussian"):
+            k1, k2, k3 = jr.split(jr.PRNGKey(0), 3)
+            weights = state(kind, n, d, k1)
+            task = dlnsim.Task(dlnsim.random_teacher(k2, n, n), dlnsim.correlated_input_cov(k3, n))
+            params = d * n * n
+            print(f"\n(n, d) = ({n}, {d}), P = {params}, {kind} state")
+            times = {}
+            for name, kw in RULES:
+                if n >= 256 and name in ("sqrt-ngd", "qngd") and not args.slow_fractional:
+                    continue  # minutes per field at n = 256 (see README); --slow-fractional runs them
+                f = jax.jit(dlnsim.vector_field(name, **kw))
+                times[name] = timed(f, 0.0, weights, task, repeats=5 if n < 256 else 1)
+            dense = {}
+            if params <= args.dense_max_params:
+                for name, power in (("ngd", 1.0), ("sqrt-ngd", 0.5)):
+                    dense[name] = timed(dense_reference(power), weights, task, repeats=2)
+            print(f"{'rule':<12} {'time [ms]':>10} {'x sgd':>9} {'dense/ours':>11}")
+            for name, t in times.items():
+                ratio = f"{dense[name] / t:11.1f}" if name in dense else f"{'-':>11}"
+                print(f"{name:<12} {1e3 * t:10.3f} {t / times['sgd']:9.1f} {ratio}")
+            for name, t in dense.items():
+                print(f"{'dense ' + name:<12} {1e3 * t:10.3f} {t / times['sgd']:9.1f}")
 
 
 if __name__ == "__main__":
