@@ -14,6 +14,7 @@ whitened residual r = (W - W*) Sigma^(1/2). The P x P matrix H+ is never formed 
 from __future__ import annotations
 
 import abc
+import functools
 import math
 
 import equinox as eqx
@@ -51,7 +52,7 @@ def _default_rcond(size: int, dtype) -> float:
 
 
 @jax.custom_jvp
-def _psd_function_apply(matrix, vector, power, damping, rcond):
+def psd_function_apply(matrix, vector, power, damping, rcond):
     """f(M) v for symmetric PSD M with f = ``spectral_power``, by eigh.
 
     The custom JVP uses the Daleckii-Krein divided differences, so derivatives stay finite at
@@ -59,17 +60,22 @@ def _psd_function_apply(matrix, vector, power, damping, rcond):
     """
     evals, evecs = jnp.linalg.eigh(matrix)
     f = spectral_power(evals, power=power, damping=damping, rcond=rcond)
-    return evecs @ (f * (evecs.T @ vector))
+    return evecs @ (_columnwise(f, vector) * (evecs.T @ vector))
 
 
-@_psd_function_apply.defjvp
-def _psd_function_apply_jvp(primals, tangents):
+def _columnwise(f, vector):
+    """f shaped to scale the rows of ``vector`` (a vector, or a matrix of column vectors)."""
+    return f if vector.ndim == 1 else f[:, None]
+
+
+@psd_function_apply.defjvp
+def psd_function_apply_jvp(primals, tangents):
     matrix, vector, power, damping, rcond = primals
     dmatrix, dvector = tangents[0], tangents[1]
     evals, evecs = jnp.linalg.eigh(matrix)
     f = spectral_power(evals, power=power, damping=damping, rcond=rcond)
     coeffs = evecs.T @ vector
-    out = evecs @ (f * coeffs)
+    out = evecs @ (_columnwise(f, vector) * coeffs)
     # divided differences f[l_i, l_j]; the derivative f'(l) where eigenvalues (nearly) coincide
     shifted = evals + damping
     keep = f != 0
@@ -84,7 +90,7 @@ def _psd_function_apply_jvp(primals, tangents):
         (f[:, None] - f[None, :]) / jnp.where(close, 1.0, diff),
     )
     dm = evecs.T @ (0.5 * (dmatrix + dmatrix.T)) @ evecs
-    tangent = evecs @ ((dd * dm) @ coeffs + f * (evecs.T @ dvector))
+    tangent = evecs @ ((dd * dm) @ coeffs + _columnwise(f, vector) * (evecs.T @ dvector))
     return out, tangent
 
 
@@ -205,7 +211,7 @@ class GaussNewton(AbstractCurvature):
         rcond = self._rcond(widths[0] * widths[-1], residual.dtype)
         if method == "dense":
             gram = self.gram_matrix(weights, task)
-            x = _psd_function_apply(gram, residual.reshape(-1), power, damping, rcond).reshape(residual.shape)
+            x = psd_function_apply(gram, residual.reshape(-1), power, damping, rcond).reshape(residual.shape)
         elif method == "balanced":
             x = _balanced_apply(network_map(weights) @ s, residual, len(weights), power, damping, rcond)
         else:
@@ -236,7 +242,7 @@ def _krylov_apply(whitened_map, suf, fas, residual, *, power, damping, rcond, cg
     """(K + eps)^(-power) r, matrix-free, in the singular bases of W Sigma^(1/2) (see GaussNewton)."""
     # The converged solve does not depend on the basis, only the preconditioner does: holding U, V
     # (and the node placement) fixed keeps derivatives finite at repeated singular values.
-    u, _, vt = jax.lax.stop_gradient(jnp.linalg.svd(whitened_map, full_matrices=True))
+    u, _, vt = jnp.linalg.svd(jax.lax.stop_gradient(whitened_map), full_matrices=True)
     cb = [b.T @ u for b in suf]  # W_>i^T U, (n_i, n_d)
     ca = [fa @ vt.T for fa in fas]  # W_<i Sigma^(1/2) V, (n_{i-1}, n_0)
     bt = jnp.stack([c.T @ c for c in cb])  # U^T B_i U, (d, n_d, n_d)
@@ -354,14 +360,71 @@ class BlockDiagonalGaussNewton(AbstractCurvature):
         residual = task.whitened_residual(network_map(weights))
         out = []
         for a, b in zip(pre, suf, strict=True):
-            ub, sb, vbt = jnp.linalg.svd(b, full_matrices=False)
-            ua, sa, vat = jnp.linalg.svd(a @ s, full_matrices=False)
-            evals = scale * (sb**2)[:, None] * (sa**2)[None, :]
-            size = b.shape[1] * a.shape[0]
-            f = spectral_power(evals, power=power, damping=damping, rcond=self._rcond(size, evals.dtype))
-            core = sb[:, None] * sa[None, :] * f * (ub.T @ residual @ vat.T)
-            out.append(vbt.T @ core @ ua.T)
+            rcond = self._rcond(b.shape[1] * a.shape[0], residual.dtype)
+            out.append(_kron_block_apply(b, a @ s, residual, power, damping, rcond, scale))
         return tuple(out)
+
+
+def _divided_differences(mu1, mu2, f1, f2, fprime1, fprime2):
+    """f[mu1, mu2] = (f1 - f2) / (mu1 - mu2), or the mean derivative where mu1 and mu2 (nearly) meet."""
+    diff = mu1 - mu2
+    scale = jnp.maximum(jnp.maximum(jnp.abs(mu1), jnp.abs(mu2)), jnp.finfo(diff.dtype).tiny)
+    close = jnp.abs(diff) <= 1e-9 * scale
+    return jnp.where(close, 0.5 * (fprime1 + fprime2), (f1 - f2) / jnp.where(close, 1.0, diff))
+
+
+def _power_and_derivative(mu, power, damping, rcond):
+    f = spectral_power(mu, power=power, damping=damping, rcond=rcond)
+    keep = f != 0
+    safe = jnp.where(keep, mu + damping, 1.0)
+    return f, jnp.where(keep, -power * safe ** (-power - 1.0), 0.0)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(3, 4, 5, 6))
+def _kron_block_apply(b, fa, residual, power, damping, rcond, scale):
+    """(scale G_b (x) G_a + damping)^(-power) J_i^T r for one layer block of H+.
+
+    G_b = W_>i^T W_>i and G_a = W_<i Sigma W_<i^T (Huh 2020, eq. 23); J_i^T r = W_>i^T r (W_<i Sigma^(1/2))^T.
+    The value comes from the thin SVDs b = W_>i = U_b S_b V_b^T and fa = W_<i Sigma^(1/2) = U_a S_a V_a^T,
+    so small singular values keep full relative accuracy:
+    V_b [S_b S_a f(scale S_b^2 S_a^2) o (U_b^T r V_a)] U_a^T. The custom JVP is the Daleckii-Krein
+    formula for a function of a Kronecker product, finite at repeated singular values.
+    """
+    ub, sb, vbt = jnp.linalg.svd(b, full_matrices=False)
+    ua, sa, vat = jnp.linalg.svd(fa, full_matrices=False)
+    evals = scale * (sb**2)[:, None] * (sa**2)[None, :]
+    f = spectral_power(evals, power=power, damping=damping, rcond=rcond)
+    core = sb[:, None] * sa[None, :] * f * (ub.T @ residual @ vat.T)
+    return vbt.T @ core @ ua.T
+
+
+@_kron_block_apply.defjvp
+def _kron_block_apply_jvp(power, damping, rcond, scale, primals, tangents):
+    b, fa, residual = primals
+    db, dfa, dres = tangents
+    out = _kron_block_apply(b, fa, residual, power, damping, rcond, scale)
+    _, sb, vbt = jnp.linalg.svd(b, full_matrices=True)
+    ua, sa, _ = jnp.linalg.svd(fa, full_matrices=True)
+    vb = vbt.T  # eigenvectors of G_b (n_i x n_i); eigenvalues sb^2 padded with zeros
+    beta = jnp.zeros(b.shape[1], sb.dtype).at[: sb.shape[0]].set(sb**2)
+    alpha = jnp.zeros(fa.shape[0], sa.dtype).at[: sa.shape[0]].set(sa**2)
+    mu = scale * beta[:, None] * alpha[None, :]
+    f, fprime = _power_and_derivative(mu, power, damping, rcond)
+    g = b.T @ residual @ fa.T
+    dg = db.T @ residual @ fa.T + b.T @ dres @ fa.T + b.T @ residual @ dfa.T
+    e_b = vb.T @ (db.T @ b + b.T @ db) @ vb
+    e_a = ua.T @ (dfa @ fa.T + fa @ dfa.T) @ ua
+    x = vb.T @ g @ ua
+    # d f(mu)_kl along G_b: sum_m f[mu_kl, mu_ml] scale (E_b)_km alpha_l x_ml
+    dd_b = _divided_differences(mu[:, None, :], mu[None, :, :], f[:, None, :], f[None, :, :],
+                                fprime[:, None, :], fprime[None, :, :])  # fmt: skip  # (k, m, l)
+    t_b = scale * alpha[None, :] * jnp.einsum("kml,km,ml->kl", dd_b, e_b, x)
+    # along G_a: sum_n f[mu_kl, mu_kn] scale beta_k (E_a)_ln x_kn
+    dd_a = _divided_differences(mu[:, :, None], mu[:, None, :], f[:, :, None], f[:, None, :],
+                                fprime[:, :, None], fprime[:, None, :])  # fmt: skip  # (k, l, n)
+    t_a = scale * beta[:, None] * jnp.einsum("kln,ln,kn->kl", dd_a, e_a, x)
+    tangent = vb @ (f * (vb.T @ dg @ ua) + t_b + t_a) @ ua.T
+    return out, tangent
 
 
 __all__ = [

@@ -16,7 +16,13 @@ import equinox as eqx
 import jax.numpy as jnp
 
 from ._checks import check_finite, check_nonnegative, check_q
-from ._curvature import AbstractCurvature, BlockDiagonalGaussNewton, GaussNewton, loss_gradient
+from ._curvature import (
+    AbstractCurvature,
+    BlockDiagonalGaussNewton,
+    GaussNewton,
+    loss_gradient,
+    psd_function_apply,
+)
 from ._models import Weights, network_map, prefix_products, suffix_products
 from ._tasks import Task
 
@@ -55,13 +61,10 @@ class NaturalGradientFlow(eqx.Module):
         return tuple(-factor * d for d in direction)
 
 
-def _pinv_psd(m, shift: float, rcond: float | None):
-    evals, evecs = jnp.linalg.eigh(m)
-    evals = evals + shift
-    cutoff = (10.0 * m.shape[0] * jnp.finfo(m.dtype).eps if rcond is None else rcond) * jnp.max(evals)
-    keep = evals > cutoff
-    inv = jnp.where(keep, 1.0 / jnp.where(keep, evals, 1.0), 0.0)
-    return (evecs * inv) @ evecs.T
+def _pinv_psd_apply(m, x, shift: float, rcond: float | None):
+    """(m + shift)^+ x for symmetric PSD m (eigh; derivatives finite at repeated eigenvalues)."""
+    rcond = 10.0 * m.shape[0] * float(jnp.finfo(m.dtype).eps) if rcond is None else rcond
+    return psd_function_apply(m, x, 1.0, shift, rcond)
 
 
 class BernacchiaFlow(eqx.Module):
@@ -100,7 +103,8 @@ class BernacchiaFlow(eqx.Module):
             err_cov = b.T @ precision @ b
             act_cov = a @ task.input_cov @ a.T
             cross = b.T @ precision @ delta @ task.input_cov @ a.T
-            update = _pinv_psd(err_cov, shift, self.rcond) @ cross @ _pinv_psd(act_cov, shift, self.rcond)
+            left = _pinv_psd_apply(err_cov, cross, shift, self.rcond)
+            update = _pinv_psd_apply(act_cov, left.T, shift, self.rcond).T
             out.append(-update / len(weights))
         return tuple(out)
 

@@ -40,3 +40,20 @@ def test_curvature_theory(tmp_path):
     assert res["deviation"] < 1e-6
     assert abs(res["fits"]["sqrt-ngd"][0]) < 1e-6 and abs(res["fits"]["ngd"][1]) < 1e-6
     assert (tmp_path / "map_dynamics.png").exists()
+
+
+def run_script(*args):
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, check=True, timeout=600
+    ).stdout
+
+
+def test_trajectory_benchmark_runs():
+    out = run_script(str(ROOT / "benchmarks" / "trajectory.py"), "--n", "6", "--depth", "3")
+    assert "stopped early: True" in out and "rel. diff" in out
+
+
+def test_sweep_benchmark_runs():
+    out = run_script(str(ROOT / "benchmarks" / "sweep.py"), "--seeds", "3", "--n", "4", "--depth", "2",
+                     "--t1", "1")  # fmt: skip
+    assert "loop / batched" in out
