@@ -45,10 +45,12 @@ class Task(eqx.Module):
             )
         check_finite("input_cov", input_cov)
         cov_np = np.asarray(input_cov)
-        if not np.allclose(cov_np, cov_np.T, rtol=1e-10, atol=1e-12 * max(1.0, np.abs(cov_np).max())):
+        tol = max(1e-10, 100 * float(np.finfo(cov_np.dtype).eps)) * max(1.0, np.abs(cov_np).max())
+        if not np.allclose(cov_np, cov_np.T, rtol=0.0, atol=tol):
             raise ValueError("input_cov must be symmetric")
-        if np.linalg.eigvalsh(0.5 * (cov_np + cov_np.T)).min() < -1e-10 * max(1.0, np.abs(cov_np).max()):
+        if np.linalg.eigvalsh(0.5 * (cov_np + cov_np.T)).min() < -tol:
             raise ValueError("input_cov must be positive semi-definite")
+        input_cov = 0.5 * (input_cov + input_cov.T)
         self.teacher = teacher
         self.input_cov = input_cov
         self.input_cov_sqrt = _psd_sqrt(input_cov)
