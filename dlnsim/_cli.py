@@ -723,7 +723,9 @@ def wide(
     sigma_b2: float = typer.Option(0.5, help="Bias variance sigma_b^2."),
     bias: bool = typer.Option(True, help="Include bias terms."),
     damping: float = typer.Option(0.0, help="Damping rho >= 0 (0: pseudo-inverse)."),
-    lr: float = typer.Option(None, help="Learning rate; default the theory-optimal 1/alpha."),
+    lr: float = typer.Option(
+        None, help="Learning rate; default the theory-optimal 1/alpha (0.1/alpha for CE)."
+    ),
     steps: int = typer.Option(10, help="Number of NGD steps T."),
     dataset: str = typer.Option("synthetic", help="synthetic | digits (scikit-learn's bundled 8x8 digits)."),
     classes: str = typer.Option("0,7", help="Digits to use, e.g. 0,7 (two classes: +-0.5) or all."),
@@ -733,6 +735,9 @@ def wide(
     test_samples: int = typer.Option(100, help="Held-out test samples."),
     forster: bool = typer.Option(False, "--forster", help="K-FAC with M0 < N: Forster-transform the inputs."),
     loss: str = typer.Option("mse", help="mse | cross-entropy (layer-wise Fishers, S.157-S.167)."),
+    ce_damping: float = typer.Option(
+        1e-4, help="Damping rho~ of the softmax Hessian (cross-entropy, S.158)."
+    ),
     seed: int = typer.Option(0, help="Seed for the data and the initial weights."),
     out: Path = typer.Option(None, help="Output directory (default runs/wide-<fisher>-L<depth>)."),
 ) -> None:
@@ -771,7 +776,9 @@ def wide(
             check_positive("lr", lr)
         if forster and fisher != "kfac":
             raise ValueError("--forster applies to --fisher kfac only (Karakida & Osawa 2020, S.108-S.111)")
-        fis = Fisher(fisher, damping, kfac_bias="block" if forster else "augmented", loss=loss)
+        fis = Fisher(
+            fisher, damping, kfac_bias="block" if forster else "augmented", loss=loss, ce_damping=ce_damping
+        )
         fis.check_depth(depth)
         k_data, k_net = jr.split(jr.PRNGKey(seed))
         one_hot = loss == "cross-entropy"

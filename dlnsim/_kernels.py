@@ -446,8 +446,8 @@ def compare_with_theory(
     """Trains ``mlp`` on ``task`` with discrete NGD and sets the run against the theory.
 
     Measures Theta_bar = J G^+ J^T / N on the training samples (alpha = mean of its diagonal, and the
-    isotropy condition number), runs ``steps`` NGD steps (learning rate 1/alpha by default: the theory's
-    alpha where one exists, else the measured one), and predicts:
+    isotropy condition number), runs ``steps`` NGD steps (by default eta = 1/alpha with the theory's
+    alpha, 0.1/alpha for cross-entropy), and predicts:
 
     - training: f_t - y = (1 - eta alpha)^t (f_0 - y) (eq. 10; S.164-S.167 for cross-entropy); for the
       entry-wise Fishers, which have no isotropy theory, the linearised model with the measured
@@ -457,7 +457,7 @@ def compare_with_theory(
 
     Returns a dict with the summary numbers (JSON-ready) and ``"curves"``: per-step arrays.
     """
-    from ._wide import NGD, isotropy, ntk, precondition, signals, theta_bar, train
+    from ._wide import NGD, default_learning_rate, isotropy, ntk, precondition, signals, theta_bar, train
 
     fisher = as_fisher(fisher)
     fisher.check_depth(mlp.depth)
@@ -473,7 +473,7 @@ def compare_with_theory(
     if learning_rate is not None:
         lr = float(learning_rate)
     elif alpha_th is not None:
-        lr = 1.0 / alpha_th
+        lr = default_learning_rate(fisher, alpha_th)
     else:  # no isotropy theory: the optimal rate of the linearised model with the measured Theta_bar
         lr = 2.0 / (ev_bar.min() + ev_bar.max())
     run = train(mlp, task, NGD(fisher, lr, forster), steps)

@@ -702,6 +702,16 @@ def isotropy(tbar: Array) -> tuple[float, float]:
 # the optimiser
 
 
+CE_RATE = 0.1  # c in eta = c / alpha for cross-entropy (S.167 leaves c free)
+
+
+def default_learning_rate(fisher: Fisher, alpha: float) -> float:
+    """eta = 1/alpha for MSE (one-step convergence, Cor. 4.2); eta = 0.1/alpha for cross-entropy, where
+    S.167 gives the rate as c/alpha and a unit step (a Newton step on the logits) leaves the linear
+    regime when an initial prediction is confidently wrong."""
+    return (CE_RATE if fisher.loss == "cross-entropy" else 1.0) / alpha
+
+
 class NGDState(NamedTuple):
     step: Array
 
@@ -725,6 +735,7 @@ class NGD:
         return NGDState(jnp.zeros((), dtype=jnp.int32))
 
     def resolve_learning_rate(self, mlp: MLP, n_samples: int) -> float:
+        """The given rate, else 1/alpha (MSE) or 0.1/alpha (cross-entropy)."""
         if self.learning_rate is not None:
             return float(self.learning_rate)
         from ._kernels import alpha_theory
@@ -734,7 +745,7 @@ class NGD:
             raise ValueError(
                 f"no theoretical alpha for fisher {self.fisher.name!r} in this setting; pass a learning_rate"
             )
-        return 1.0 / alpha
+        return default_learning_rate(self.fisher, alpha)
 
     def update(self, mlp: MLP, x: Array, y: Array, state: NGDState):
         self.fisher.check_depth(mlp.depth)
@@ -966,6 +977,12 @@ def forster_transform(x, *, tol: float = 1e-12, max_iter: int = 10_000) -> Array
     n, m0 = x.shape
     if n <= m0:
         raise ValueError(f"the Forster transform is for N > M0 (here N={n}, M0={m0}); it is not needed")
+    rank = int(np.linalg.matrix_rank(x))
+    if rank < m0:
+        raise ValueError(
+            f"the Forster transform needs inputs that span all M0={m0} dimensions; these span {rank} "
+            "(e.g. pixels that are zero in every image)"
+        )
     target = n / m0
     for _ in range(int(max_iter)):
         s = x.T @ x

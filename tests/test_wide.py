@@ -166,6 +166,8 @@ def test_kfac_forster_transform():
     assert wide.alpha_theory(fis, mlp_b, n) == alpha + n * (depth - 1) + 1
     with pytest.raises(ValueError, match="N > M0"):
         wide.forster_transform(xf[:4])
+    with pytest.raises(ValueError, match="span all M0=5"):
+        wide.forster_transform(np.c_[np.asarray(x)[:, :4], np.zeros(n)])  # a coordinate that is always 0
 
 
 def test_unit_wise_relu_alpha_per_width():
