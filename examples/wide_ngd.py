@@ -53,7 +53,9 @@ def main(out_dir: Path | None = None, width: int = 512, samples: int = 32, steps
         fig.savefig(out_dir / "wide_ngd.png", dpi=120)
         plt.close(fig)
     return {
-        name: {k: r[k] for k in ("alpha_theory", "alpha_measured", "isotropy_condition_number", "max_deviation")}
+        name: {
+            k: r[k] for k in ("alpha_theory", "alpha_measured", "isotropy_condition_number", "max_deviation")
+        }
         for name, r in results.items()
     }
 

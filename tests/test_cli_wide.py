@@ -17,7 +17,7 @@ def invoke(*args):
 
 def test_wide_bd_writes_summary_and_plot(tmp_path):
     out = tmp_path / "bd"
-    res = invoke("--fisher", "bd", "--width", 256, "--samples", 6, "--input-dim", 8, "--steps", 3,
+    res = invoke("--fisher", "bd", "--width", 128, "--samples", 6, "--input-dim", 8, "--steps", 3,
                  "--test-samples", 10, "--out", out)  # fmt: skip
     assert res.exit_code == 0, res.output
     s = json.loads((out / "summary.json").read_text())
@@ -68,7 +68,7 @@ def test_wide_tri_diagonal_singular_depth_exits_2(tmp_path):
 def test_wide_cross_entropy_and_own_data(tmp_path):
     out = tmp_path / "ce"
     res = invoke("--fisher", "bd", "--loss", "cross-entropy", "--dataset", "digits", "--classes", "0,1,2",
-                 "--samples", 9, "--width", 128, "--steps", 3, "--test-samples", 30,
+                 "--samples", 6, "--width", 64, "--steps", 2, "--test-samples", 10,
                  "--out", out)  # fmt: skip
     assert res.exit_code == 0, res.output
     s = json.loads((out / "summary.json").read_text())
@@ -78,7 +78,7 @@ def test_wide_cross_entropy_and_own_data(tmp_path):
     data = tmp_path / "mine.npz"
     rng = np.random.default_rng(0)
     np.savez(data, x=rng.normal(size=(12, 5)), y=rng.normal(size=12))
-    res = invoke("--fisher", "exact", "--data", data, "--width", 64, "--steps", 2, "--out", tmp_path / "own")
+    res = invoke("--fisher", "exact", "--data", data, "--width", 32, "--steps", 1, "--out", tmp_path / "own")
     assert res.exit_code == 0, res.output
     s = json.loads((tmp_path / "own" / "summary.json").read_text())
     assert s["samples"] == 9 and abs(s["alpha_measured"] - 1) < 1e-6

@@ -40,3 +40,14 @@ def test_curvature_theory(tmp_path):
     assert res["deviation"] < 1e-6
     assert abs(res["fits"]["sqrt-ngd"][0]) < 1e-6 and abs(res["fits"]["ngd"][1]) < 1e-6
     assert (tmp_path / "map_dynamics.png").exists()
+
+
+def test_wide_ngd(tmp_path):
+    # at M = 128 two digits can share a relu pattern, which makes a K-FAC B factor singular
+    res = load(ROOT / "examples" / "wide_ngd.py").main(tmp_path, width=256, samples=16, steps=2)
+    for name in ("exact", "bd", "tri-diagonal", "kfac"):
+        assert abs(res[name]["alpha_measured"] - res[name]["alpha_theory"]) < 1e-6
+        assert abs(res[name]["isotropy_condition_number"] - 1) < 1e-6
+    assert res["kfac"]["alpha_theory"] == 16 * 3
+    assert res["diagonal"]["isotropy_condition_number"] > 2 and res["diagonal"]["alpha_theory"] is None
+    assert (tmp_path / "wide_ngd.png").exists()

@@ -30,8 +30,10 @@ def rel(a, b):
     return float(np.abs(np.asarray(a) - np.asarray(b)).max() / np.abs(np.asarray(b)).max())
 
 
-@pytest.mark.parametrize("net", list(NETS))
-@pytest.mark.parametrize("damping", [0.0, 1e-3])
+@pytest.mark.parametrize(
+    "net,damping",
+    [("tanh-bias-C1", 0.0), ("relu-bias-C2", 0.0), ("erf-nobias-C1", 0.0), ("relu-bias-C2", 1e-3)],
+)
 @pytest.mark.parametrize(
     "fisher,kfac_bias",
     [("exact", "augmented"), ("bd", "augmented"), ("tri-diagonal", "augmented"), ("kfac", "augmented"),
@@ -52,8 +54,10 @@ def test_fisher_matches_dense_reference(net, damping, fisher, kfac_bias):
     assert rel(wide.theta_bar(mlp, sig, fis), jac @ ginv @ jac.T / n) < 1e-9
 
 
-@pytest.mark.parametrize("net", list(NETS))
-@pytest.mark.parametrize("damping", [0.0, 1e-3])
+@pytest.mark.parametrize(
+    "net,damping",
+    [("tanh-bias-C1", 0.0), ("relu-bias-C2", 0.0), ("erf-nobias-C1", 0.0), ("relu-bias-C2", 1e-3)],
+)
 def test_quasi_diagonal_matches_dense_reference(net, damping):
     """Ollivier's quasi-diagonal update unit by unit from the dense Fisher's entries."""
     mlp, x, y = small_net(net)
@@ -112,9 +116,9 @@ def test_cross_entropy_layerwise_matches_dense(depth):
 
 
 @pytest.mark.parametrize(
-    "fisher,depth,alpha", [("exact", 3, 1.0), ("bd", 3, 3.0), ("bd", 5, 5.0), ("tri-diagonal", 6, 2.0),
-                           ("tri-diagonal", 7, 3.0), ("tri-diagonal", 4, 2.0)],
-)  # fmt: skip
+    "fisher,depth,alpha",
+    [("exact", 3, 1.0), ("bd", 4, 4.0), ("tri-diagonal", 6, 2.0), ("tri-diagonal", 7, 3.0)],
+)
 @pytest.mark.parametrize("width", [16, 64])
 def test_layerwise_alpha_is_exact_at_any_width(fisher, depth, alpha, width):
     """Theta_bar = alpha I exactly at any width (Theorem 4.1, S.71, Lemma 4.3), alpha = 1^T Sigma^-1 1."""
