@@ -364,7 +364,8 @@ class Fisher:
     Attributes:
         name: one of ``FISHERS``.
         damping: rho >= 0 added to the Fisher (each Kronecker factor for ``kfac``); 0 is the
-            pseudo-inverse (zero-damping limit).
+            pseudo-inverse (zero-damping limit). Train ``unit-wise`` with a small rho > 0 (Lemma C.3):
+            at rho = 0 the update of unit i scales as 1 / |W_{L,i}| and leaves the linear regime.
         kfac_bias: ``"augmented"`` treats the bias as an extra input column [sigma_w h / sqrt(M); sigma_b]
             (S.B.3.3, first approach); ``"block"`` keeps K-FAC for the weights and a per-layer bias
             block grad_b f^T grad_b f / N^2 (S.123-S.124), which lets the Forster transform act on the
