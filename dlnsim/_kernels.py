@@ -298,8 +298,9 @@ def alpha_theory(fisher, mlp: MLP, n_samples: int, *, forster: bool = False) -> 
     - kfac N L for M_0 >= N (S.107), N (L - 1) + M_0 for M_0 < N (S.109-S.111; isotropic only after the
       Forster transform). Both need every hidden B_l = delta_l delta_l^T invertible (Lemma B.2), which
       fails at small widths when two inputs share a relu activation pattern. With the augmented bias
-      the input Gram has rank min(N, M_0 + 1). With the S.123 bias block the biases add N (L - 1) + 1 (N per hidden layer, 1 from the output bias, whose
-      block is rank one: the 1 1^T term of S.124), so Theta_bar is not exactly isotropic then.
+      the input Gram has rank min(N, M_0 + 1). With the S.123 bias block the biases add N (L - 1) + 1
+      (N per hidden layer, 1 from the output bias, whose block is rank one: the 1 1^T term of S.124),
+      so Theta_bar is not exactly isotropic then.
     - unit-wise sum_{l<L} gamma_l M_l + 1 (S.128, S.141, S.156; the + 1 is the output layer, which S.137
       drops as negligible), for C = 1 and M_0 >= N (the paper's setting).
     """
