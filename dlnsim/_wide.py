@@ -198,7 +198,15 @@ class MLP(eqx.Module):
         return n + (sum(self.widths[1:]) if self.has_bias else 0)
 
     def __call__(self, x: Float[Array, "... M0"]) -> Float[Array, "... C"]:
-        return signals(self, jnp.atleast_2d(x)).f.reshape(*x.shape[:-1], self.widths[-1])
+        """The output f = u_L for inputs of shape (..., M0)."""
+        phi = activation_fn(self.activation, self.shift)
+        h = x
+        for layer in range(self.depth):
+            u = (self.sigma_w / math.sqrt(self.widths[layer])) * h @ self.weights[layer].T
+            if self.has_bias:
+                u = u + self.sigma_b * self.biases[layer]
+            h = phi(u) if layer < self.depth - 1 else u
+        return h
 
 
 class Signals(NamedTuple):
@@ -654,9 +662,7 @@ def theta_bar(
     if fisher.name in LAYERWISE:
         (p,) = pre.mats
         grams = layer_grams(mlp, test, sig)
-        return sum(grams[layer] @ p[layer] for layer in range(mlp.depth)) / (
-            1.0 if fisher.loss == "mse" else 1.0
-        )
+        return sum(grams[layer] @ p[layer] for layer in range(mlp.depth))
     if fisher.name == "kfac":
         pbs, pas, pbias = pre.mats
         augmented = mlp.has_bias and fisher.kfac_bias == "augmented"
@@ -954,7 +960,7 @@ def load_wide_data(path: str, *, test_fraction: float = 0.25, key: PRNGKeyArray 
         xt, yt = np.asarray(data["x_test"], float), np.asarray(data["y_test"], float)
         yt = yt[:, None] if yt.ndim == 1 else yt
         if xt.ndim != 2 or xt.shape[1] != x.shape[1] or yt.shape != (xt.shape[0], y.shape[1]):
-            raise ValueError(f"x_test, y_test must be ({'N_test'}, {x.shape[1]}) and (N_test, {y.shape[1]})")
+            raise ValueError(f"x_test and y_test must be (N_test, {x.shape[1]}) and (N_test, {y.shape[1]})")
         if not (np.all(np.isfinite(xt)) and np.all(np.isfinite(yt))):
             raise ValueError(f"{path!r}: x_test and y_test must be finite")
     else:
