@@ -691,6 +691,184 @@ def phase(
     typer.echo(f"wrote {out}/phase.png, summary.json")
 
 
+WIDE_DATASETS = ("synthetic", "digits")
+
+
+def _plot_wide(summary: dict, path: Path) -> None:
+    """Measured against theory: training loss per step (with GD on the NTK) and test loss."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    t = np.arange(len(summary["train_loss"]))
+    floor = 1e-30
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    ax = axes[0]
+    ax.semilogy(t, np.maximum(summary["train_loss"], floor), "o", label=f"{summary['fisher']}-NGD, measured")
+    ax.semilogy(t, np.maximum(summary["theory_loss"], floor), "-", label=f"theory ({summary['theory']})")
+    ax.semilogy(t, np.maximum(summary["gd_theory_loss"], floor), "--", label="GD on the NTK (theory)")
+    ax.set(xlabel="step t", ylabel="training loss", title=f"alpha theory {summary['alpha_theory']}, "
+           f"measured {summary['alpha_measured']:.6g}")  # fmt: skip
+    ax.set_ylim(bottom=max(1e-12, min(summary["train_loss"][0] * 1e-12, 1e-6)))
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    ax.plot(t, summary["test_loss"], "o", label="measured")
+    if summary["test_loss_theory"] is not None:
+        ax.plot(t, summary["test_loss_theory"], "-", label="linearised model (S.26)")
+    ax.plot(t, summary["gd_theory_test_loss"], "--", label="GD on the NTK (theory)")
+    ax.set(xlabel="step t", ylabel="test loss")
+    ax.set_title(summary["task"][:70], fontsize=8)
+    ax.legend(fontsize=8)
+    fig.suptitle(
+        f"L={summary['depth']}, widths {summary['widths'][1:-1][:3]}..., {summary['activation']}, "
+        f"N={summary['samples']}, eta={summary['learning_rate']:.4g}", fontsize=9,
+    )  # fmt: skip
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+@app.command()
+def wide(
+    fisher: str = typer.Option(
+        "bd", help="exact | bd | tri-diagonal | kfac | unit-wise | diagonal | quasi-diagonal."
+    ),
+    depth: int = typer.Option(3, help="Number of weight layers L (>= 1)."),
+    width: int = typer.Option(512, help="Width M of every hidden layer."),
+    samples: int = typer.Option(16, help="Training samples N."),
+    input_dim: int = typer.Option(None, help="Input dimension M0 (synthetic data; default 32; digits: 64)."),
+    outputs: int = typer.Option(1, help="Outputs C of the synthetic task (>= 2: one-hot classes)."),
+    activation: str = typer.Option("relu", help="relu | tanh | erf | shifted-relu | identity."),
+    shift: float = typer.Option(0.0, help="Shift s of shifted-relu (S.156)."),
+    sigma_w2: float = typer.Option(2.0, help="Weight variance sigma_w^2."),
+    sigma_b2: float = typer.Option(0.5, help="Bias variance sigma_b^2."),
+    bias: bool = typer.Option(True, help="Include bias terms."),
+    damping: float = typer.Option(0.0, help="Damping rho >= 0 (0: pseudo-inverse)."),
+    lr: float = typer.Option(
+        None, help="Learning rate; default the theory-optimal 1/alpha (0.1/alpha for CE)."
+    ),
+    steps: int = typer.Option(10, help="Number of NGD steps T."),
+    dataset: str = typer.Option("synthetic", help="synthetic | digits (scikit-learn's bundled 8x8 digits)."),
+    classes: str = typer.Option("0,7", help="Digits to use, e.g. 0,7 (two classes: +-0.5) or all."),
+    data: Path = typer.Option(
+        None, help="Your own .npz with x (N, M0), y (N,) or (N, C); overrides --dataset."
+    ),
+    test_samples: int = typer.Option(100, help="Held-out test samples."),
+    forster: bool = typer.Option(False, "--forster", help="K-FAC with M0 < N: Forster-transform the inputs."),
+    loss: str = typer.Option("mse", help="mse | cross-entropy (layer-wise Fishers, S.157-S.167)."),
+    ce_damping: float = typer.Option(
+        1e-4, help="Damping rho~ of the softmax Hessian (cross-entropy, S.158)."
+    ),
+    seed: int = typer.Option(0, help="Seed for the data and the initial weights."),
+    out: Path = typer.Option(None, help="Output directory (default runs/wide-<fisher>-L<depth>)."),
+) -> None:
+    """Discrete NGD of a wide MLP with an approximate Fisher, set against the NTK theory
+    (Karakida & Osawa 2020). Writes summary.json, curves.npz and loss.png."""
+    import jax.random as jr
+    import numpy as np
+
+    from ._checks import check_depth, check_nonnegative, check_positive
+    from ._kernels import compare_with_theory
+    from ._wide import (
+        FISHERS,
+        LOSSES,
+        MLP,
+        Fisher,
+        digits_task,
+        forster_transform,
+        load_wide_data,
+        synthetic_task,
+    )
+
+    try:
+        if fisher not in FISHERS:
+            raise ValueError(f"unknown fisher {fisher!r}; choose one of {', '.join(FISHERS)}")
+        if loss not in LOSSES:
+            raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
+        check_depth(depth)
+        for name, v in (("width", width), ("samples", samples), ("test-samples", test_samples),
+                        ("outputs", outputs)):  # fmt: skip
+            if int(v) != v or v < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+        if int(steps) != steps or steps < 0:
+            raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
+        check_nonnegative("damping", damping)
+        if lr is not None:
+            check_positive("lr", lr)
+        if forster and fisher != "kfac":
+            raise ValueError("--forster applies to --fisher kfac only (Karakida & Osawa 2020, S.108-S.111)")
+        fis = Fisher(
+            fisher, damping, kfac_bias="block" if forster else "augmented", loss=loss, ce_damping=ce_damping
+        )
+        fis.check_depth(depth)
+        k_data, k_net = jr.split(jr.PRNGKey(seed))
+        one_hot = loss == "cross-entropy"
+        if data is not None:
+            task = load_wide_data(str(data), key=k_data)
+        elif dataset == "synthetic":
+            m0 = 32 if input_dim is None else input_dim
+            if int(m0) != m0 or m0 < 1:
+                raise ValueError(f"input-dim must be an integer >= 1, got {m0!r}")
+            task = synthetic_task(k_data, samples, m0, outputs=outputs, test_samples=test_samples)
+        elif dataset == "digits":
+            if input_dim is not None and input_dim != 64:
+                raise ValueError(f"the digits are 8x8 images: input-dim is 64, got {input_dim}")
+            if classes.strip() == "all":
+                digits = None
+            else:
+                try:
+                    digits = [int(c) for c in classes.split(",")]
+                except ValueError:
+                    raise ValueError(f"--classes must be digits like 0,7 or 'all', got {classes!r}") from None
+            task = digits_task(k_data, samples, classes=digits, test_samples=test_samples, one_hot=one_hot)
+        else:
+            raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(WIDE_DATASETS)}")
+        if loss == "cross-entropy" and task.outputs < 2:
+            raise ValueError(
+                "cross-entropy needs one-hot targets with >= 2 outputs: "
+                "use --outputs >= 2 or --dataset digits"
+            )
+        if forster:
+            task = type(task)(
+                forster_transform(task.x_train), task.y_train, task.x_test, task.y_test, task.kind,
+                task.description + "; Forster-transformed training inputs",
+            )  # fmt: skip
+        widths = (task.input_dim,) + (width,) * (depth - 1) + (task.outputs,)
+        net = MLP(widths, activation, key=k_net, sigma_w2=sigma_w2, sigma_b2=sigma_b2, bias=bias, shift=shift)
+    except ValueError as err:
+        _fail(str(err))
+    out = Path(out) if out is not None else Path("runs") / f"wide-{fisher}-L{depth}"
+    start = time.perf_counter()
+    try:
+        summary = compare_with_theory(net, task, fis, learning_rate=lr, steps=steps, forster=forster)
+    except FloatingPointError as err:
+        _fail(str(err), code=1)
+    summary["seed"] = seed
+    summary["wall_time_s"] = round(time.perf_counter() - start, 3)
+    with atomic_directory(out) as tmp:
+        _write_json(tmp / "summary.json", summary)
+        np.savez(
+            tmp / "curves.npz",
+            **{k: np.asarray(summary[k], dtype=float) for k in (
+                "train_loss", "theory_loss", "deviation", "test_loss", "gd_theory_loss", "gd_theory_test_loss"
+            )},
+        )  # fmt: skip
+        _plot_wide(summary, tmp / "loss.png")
+    typer.echo(
+        f"{fisher}-NGD, L={depth}, M={width}, N={task.n_samples}: alpha theory {summary['alpha_theory']}, "
+        f"measured {summary['alpha_measured']:.8g}, isotropy condition number "
+        f"{summary['isotropy_condition_number']:.6g}"
+    )
+    typer.echo(
+        f"lr {summary['learning_rate']:.4g}: train loss {summary['train_loss'][0]:.3e} -> "
+        f"{summary['train_loss'][-1]:.3e} (theory {summary['theory_loss'][-1]:.3e}); max deviation from "
+        f"theory {summary['max_deviation']:.3e}; test loss {summary['test_loss'][-1]:.4g}"
+    )
+    typer.echo(f"wrote {out}/summary.json, curves.npz, loss.png")
+
+
 @app.command()
 def rules() -> None:
     """List the learning rules, each with one line and its paper equation."""

@@ -57,3 +57,14 @@ def test_sweep_benchmark_runs():
     out = run_script(str(ROOT / "benchmarks" / "sweep.py"), "--seeds", "3", "--n", "4", "--depth", "2",
                      "--t1", "1")  # fmt: skip
     assert "loop / batched" in out
+
+
+def test_wide_ngd(tmp_path):
+    # at M = 128 two digits can share a relu pattern, which makes a K-FAC B factor singular
+    res = load(ROOT / "examples" / "wide_ngd.py").main(tmp_path, width=256, samples=16, steps=2)
+    for name in ("exact", "bd", "tri-diagonal", "kfac"):
+        assert abs(res[name]["alpha_measured"] - res[name]["alpha_theory"]) < 1e-6
+        assert abs(res[name]["isotropy_condition_number"] - 1) < 1e-6
+    assert res["kfac"]["alpha_theory"] == 16 * 3
+    assert res["diagonal"]["isotropy_condition_number"] > 2 and res["diagonal"]["alpha_theory"] is None
+    assert (tmp_path / "wide_ngd.png").exists()
