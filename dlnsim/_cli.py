@@ -25,6 +25,16 @@ app = typer.Typer(
 TASKS = ("student-teacher", "teacher")
 
 
+SOLVERS = ("tsit5", "kvaerno5")
+
+
+def _solver(name: str):
+    """The diffrax solver for ``--solver`` (validated up front by :func:`_validate_numbers`)."""
+    import diffrax
+
+    return {"tsit5": diffrax.Tsit5, "kvaerno5": diffrax.Kvaerno5}[name]()
+
+
 @app.callback()
 def _entry() -> None:
     """Exact learning dynamics of deep linear networks under curvature-corrected rules."""
@@ -152,7 +162,7 @@ def _progress_meter(log_span: float | None = None):
     return _DelayedTqdm()
 
 
-def _simulate_cli(setup: Setup, rule_field, name, *, t1, t_max, loss_tol, saves, progress):
+def _simulate_cli(setup: Setup, rule_field, name, *, t1, t_max, loss_tol, saves, progress, solver="tsit5"):
     """Runs ``simulate`` on the setup's net, or on a batch of initial weights (a TrajectoryBatch).
 
     Without t1, a run stops at loss <= loss_tol x the initial loss (for a batch: x the median
@@ -188,6 +198,7 @@ def _simulate_cli(setup: Setup, rule_field, name, *, t1, t_max, loss_tol, saves,
         saveat=diffrax.SaveAt(ts=ts),
         loss_threshold=threshold,
         max_steps=2_000_000,
+        solver=_solver(solver),
         progress_meter=(_progress_meter(None if t1 is not None else 1e6) if progress else None),
     )
     if isinstance(result, TrajectoryBatch):
@@ -214,13 +225,14 @@ def _run_rule(
     saves,
     progress,
     analytic: bool,
+    solver: str = "tsit5",
 ):
     """Simulates one rule; returns its trajectory, summary row and (aligned runs) mode comparison."""
     from ._simulation import compare_with_modes
 
     start = time.perf_counter()
     traj = _simulate_cli(setup, field_, name, t1=t1, t_max=t_max, loss_tol=loss_tol, saves=saves,
-                         progress=progress)  # fmt: skip
+                         progress=progress, solver=solver)  # fmt: skip
     theory = compare_with_modes(traj, field_, setup.task) if analytic else None
     summary = _summary(
         traj, setup, rule=name, q=q, eps=eps, seed=seed, init=init, task_name=task_name,
@@ -355,12 +367,27 @@ _COMMON = dict(
     t_max=typer.Option(1e4, help="Longest time for a run to convergence."),
     loss_tol=typer.Option(1e-6, help="Convergence: stop when loss <= loss_tol x initial loss."),
     saves=typer.Option(600, help="Number of saved times."),
+    solver=typer.Option(
+        "tsit5",
+        help="ODE solver: tsit5 (explicit, default) | kvaerno5 (implicit, dense Jacobian; fewer steps on "
+        "long SGD plateaus of small nets, far slower once P is in the thousands).",
+    ),
     curvature=typer.Option(
         "auto",
         help="How full rules apply the exact curvature: auto | dense | krylov | balanced "
         "(balanced is exact only for balanced weights with white inputs).",
     ),
 )
+
+
+def _check_curvature(curvature: str, widths) -> None:
+    from ._curvature import structurally_full_rank
+
+    if curvature == "krylov" and not structurally_full_rank(widths):
+        raise ValueError(
+            f"--curvature krylov needs widths for which K = J J^T is non-singular; {list(widths)} has a "
+            "bottleneck narrower than both ends: use --curvature dense or auto"
+        )
 
 
 def _field(rule: str, q, eps, curvature: str, *, strict: bool = True):
@@ -379,7 +406,7 @@ def _field(rule: str, q, eps, curvature: str, *, strict: bool = True):
         rule,
         q=q if strict or rule in ("qngd", "qngd-d") else None,
         eps=eps if strict or rule == "damped-ngd" else None,
-        method=curvature if full else None,
+        method=curvature if full or (strict and curvature != "auto") else None,
     )
 
 
@@ -392,6 +419,8 @@ def _validate_numbers(**values) -> None:
             check_positive(name.replace("_", "-"), v)
     if int(values["saves"]) < 2:
         raise ValueError(f"saves must be >= 2, got {values['saves']}")
+    if values.get("solver", "tsit5") not in SOLVERS:
+        raise ValueError(f"--solver must be one of {', '.join(SOLVERS)}, got {values['solver']!r}")
 
 
 @app.command()
@@ -415,6 +444,7 @@ def run(
     loss_tol: float = _COMMON["loss_tol"],
     saves: int = _COMMON["saves"],
     curvature: str = _COMMON["curvature"],
+    solver: str = _COMMON["solver"],
     out: Path = typer.Option(None, help="Output directory (default runs/<rule>-d<depth>)."),
     progress: bool = typer.Option(True, help="Show diffrax's progress bar on runs longer than a second."),
 ) -> None:
@@ -424,12 +454,13 @@ def run(
     from ._rules import rule_q
 
     try:
-        _validate_numbers(t1=t1, t_max=t_max, loss_tol=loss_tol, saves=saves)
+        _validate_numbers(t1=t1, t_max=t_max, loss_tol=loss_tol, saves=saves, solver=solver)
         field_ = _field(rule, q, eps, curvature)
         setup = build_setup(
             task=task, depth=depth, width=width, widths=widths, init=init, scale=scale, seed=seed,
             rank=rank, snr=snr, samples=samples, data=data,
         )  # fmt: skip
+        _check_curvature(curvature, setup.net.widths)
     except ValueError as err:
         _fail(str(err))
     out = Path(out) if out is not None else Path("runs") / f"{rule}-d{setup.net.depth}"
@@ -437,7 +468,7 @@ def run(
         traj, summary, theory = _run_rule(
             setup, rule, field_, q=rule_q(rule, q), eps=eps, seed=seed, init=init,
             task_name="data" if data else task, t1=t1, t_max=t_max, loss_tol=loss_tol, saves=saves,
-            progress=progress, analytic=init == "aligned",
+            progress=progress, analytic=init == "aligned", solver=solver,
         )  # fmt: skip
     except DynamicsBlowUpError as err:
         _fail(str(err), code=1)
@@ -474,6 +505,7 @@ def compare(
     loss_tol: float = _COMMON["loss_tol"],
     saves: int = _COMMON["saves"],
     curvature: str = _COMMON["curvature"],
+    solver: str = _COMMON["solver"],
     analytic: bool = typer.Option(
         False, "--analytic", help="Aligned init; integrate the singular-mode ODEs beside each run."
     ),
@@ -494,12 +526,13 @@ def compare(
             raise ValueError("--rules needs at least one rule name")
         if len(set(names)) != len(names):
             raise ValueError(f"--rules lists a rule twice: {rules}")
-        _validate_numbers(t1=t1, t_max=t_max, loss_tol=loss_tol, saves=saves)
+        _validate_numbers(t1=t1, t_max=t_max, loss_tol=loss_tol, saves=saves, solver=solver)
         fields = {n: _field(n, q, eps, curvature, strict=False) for n in names}
         setup = build_setup(
             task=task, depth=depth, width=width, widths=widths, init=init, scale=scale, seed=seed,
             rank=rank, snr=snr, samples=samples, data=data,
         )  # fmt: skip
+        _check_curvature(curvature, setup.net.widths)
     except ValueError as err:
         _fail(str(err))
     trajs, rows, theories, failures = [], [], [], {}
@@ -509,7 +542,7 @@ def compare(
             traj, row, theory = _run_rule(
                 setup, name, fields[name], q=rule_q(name, qq), eps=eps if name == "damped-ngd" else None,
                 seed=seed, init=init, task_name="data" if data else task, t1=t1, t_max=t_max,
-                loss_tol=loss_tol, saves=saves, progress=progress, analytic=analytic,
+                loss_tol=loss_tol, saves=saves, progress=progress, analytic=analytic, solver=solver,
             )  # fmt: skip
         except DynamicsBlowUpError as err:
             failures[name] = {"time": err.time, "reason": err.reason, "hint": err.hint}
@@ -560,6 +593,7 @@ def sweep(
     loss_tol: float = _COMMON["loss_tol"],
     saves: int = _COMMON["saves"],
     curvature: str = _COMMON["curvature"],
+    solver: str = _COMMON["solver"],
     out: Path = typer.Option(None, help="Output directory (default runs/sweep-<rule>-d<depth>)."),
     progress: bool = typer.Option(True, help="Show diffrax's progress bar on runs longer than a second."),
 ) -> None:
@@ -575,12 +609,13 @@ def sweep(
     try:
         if int(seeds) != seeds or seeds < 1:
             raise ValueError(f"seeds must be an integer >= 1, got {seeds!r}")
-        _validate_numbers(t1=t1, t_max=t_max, loss_tol=loss_tol, saves=saves)
+        _validate_numbers(t1=t1, t_max=t_max, loss_tol=loss_tol, saves=saves, solver=solver)
         field_ = _field(rule, q, eps, curvature)
         setup = build_setup(
             task=task, depth=depth, width=width, widths=widths, init=init, scale=scale, seed=seed,
             rank=rank, snr=snr, samples=samples, data=data,
         )  # fmt: skip
+        _check_curvature(curvature, setup.net.widths)
         base = getattr(setup.task, "task", setup.task)
         keys = jr.split(jr.fold_in(jr.PRNGKey(seed), 1), seeds)
         batch = init_weights_batch(
@@ -592,7 +627,15 @@ def sweep(
     start = time.perf_counter()
     batch_setup = Setup(setup.task, batch, setup.description)
     result = _simulate_cli(
-        batch_setup, field_, rule, t1=t1, t_max=t_max, loss_tol=loss_tol, saves=saves, progress=progress
+        batch_setup,
+        field_,
+        rule,
+        t1=t1,
+        t_max=t_max,
+        loss_tol=loss_tol,
+        saves=saves,
+        progress=progress,
+        solver=solver,
     )
     wall = time.perf_counter() - start
     rows = []

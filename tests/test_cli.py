@@ -146,6 +146,10 @@ BAD = [
     (["run", "--init", "zeros"], "unknown init 'zeros'"),
     (["compare", "--rules", "sgd,foo"], "unknown rule 'foo'"),
     (["compare", "--rules", "sgd,sgd"], "lists a rule twice"),
+    (["run", "--solver", "rk4"], "--solver must be one of tsit5, kvaerno5"),
+    (["run", "--curvature", "lanczos"], "--curvature must be one of auto, dense, krylov, balanced"),
+    (["run", "--rule", "ngd-d", "--curvature", "krylov"], "method applies only to the full rules"),
+    (["run", "--widths", "4,2,4", "--curvature", "krylov"], "use --curvature dense or auto"),
 ]
 
 
@@ -252,3 +256,30 @@ def test_sweep_with_a_block_rule(tmp_path):
         row = json.loads(seed_file.read_text())
         assert row["loss_final"] < 0.1 * row["loss_initial"]
     assert s["max_conservation_drift"]["min"] > 1e-6  # block rules break the conservation law
+
+
+def _final_losses(tmp_path, rule, configs):
+    out = {}
+    for solver, curvature in configs:
+        path = tmp_path / f"{rule}-{solver}-{curvature}"
+        res = invoke(
+            "run", "--rule", rule, "--task", "teacher", "--width", "3", "--depth", "3",
+            "--init", "balanced", "--scale", "0.6", "--t1", "2", "--saves", "5", "--solver", solver,
+            "--curvature", curvature, "--out", path, "--no-progress",
+        )  # fmt: skip
+        assert res.exit_code == 0, res.output
+        out[(solver, curvature)] = np.load(path / "trajectory.npz")["loss"]
+    return out
+
+
+def test_curvature_methods_give_the_same_run(tmp_path):
+    losses = _final_losses(tmp_path, "sqrt-ngd", [("tsit5", c) for c in ("dense", "krylov", "balanced")])
+    ref = losses[("tsit5", "dense")]
+    assert ref[-1] < 0.5 * ref[0]
+    for key, loss in losses.items():
+        np.testing.assert_allclose(loss, ref, rtol=1e-6, err_msg=str(key))
+
+
+def test_implicit_solver_option(tmp_path):
+    losses = _final_losses(tmp_path, "sgd", [("tsit5", "auto"), ("kvaerno5", "auto")])
+    np.testing.assert_allclose(losses[("kvaerno5", "auto")], losses[("tsit5", "auto")], rtol=1e-6)
