@@ -7,10 +7,13 @@ float64 is not switched on by importing this package; enable it in your own entr
 from . import analytic, wide
 from ._checks import DynamicsBlowUpError
 from ._curvature import (
+    CURVATURE_METHODS,
     AbstractCurvature,
     BlockDiagonalGaussNewton,
     GaussNewton,
+    imbalance,
     loss_gradient,
+    structurally_full_rank,
 )
 from ._models import (
     INIT_SCHEMES,
@@ -65,9 +68,11 @@ __all__ = [
     "Task",
     "Trajectory",
     "TrajectoryBatch",
+    "CURVATURE_METHODS",
     "compare_with_modes",
     "conserved_quantities",
     "correlated_input_cov",
+    "imbalance",
     "init_weights_batch",
     "load_regression_data",
     "loss_gradient",
@@ -75,6 +80,7 @@ __all__ = [
     "random_teacher",
     "simulate",
     "simulate_discrete",
+    "structurally_full_rank",
     "student_teacher",
     "vector_field",
 ]
