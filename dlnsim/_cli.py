@@ -381,13 +381,10 @@ _COMMON = dict(
 
 
 def _check_curvature(curvature: str, widths) -> None:
-    from ._curvature import structurally_full_rank
+    from ._curvature import check_krylov_widths
 
-    if curvature == "krylov" and not structurally_full_rank(widths):
-        raise ValueError(
-            f"--curvature krylov needs widths for which K = J J^T is non-singular; {list(widths)} has a "
-            "bottleneck narrower than both ends: use --curvature dense or auto"
-        )
+    if curvature == "krylov":
+        check_krylov_widths(widths, "--curvature krylov", "--curvature dense or auto")
 
 
 def _field(rule: str, q, eps, curvature: str, *, strict: bool = True):

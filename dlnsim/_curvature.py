@@ -77,17 +77,9 @@ def psd_function_apply_jvp(primals, tangents):
     coeffs = evecs.T @ vector
     out = evecs @ (_columnwise(f, vector) * coeffs)
     # divided differences f[l_i, l_j]; the derivative f'(l) where eigenvalues (nearly) coincide
-    shifted = evals + damping
-    keep = f != 0
-    safe = jnp.where(keep, shifted, 1.0)
-    fprime = jnp.where(keep, -power * safe ** (-power - 1.0), 0.0)
-    diff = evals[:, None] - evals[None, :]
-    scale = jnp.maximum(jnp.abs(evals[:, None]), jnp.abs(evals[None, :]))
-    close = jnp.abs(diff) <= 1e-9 * jnp.maximum(scale, jnp.finfo(evals.dtype).tiny)
-    dd = jnp.where(
-        close,
-        0.5 * (fprime[:, None] + fprime[None, :]),
-        (f[:, None] - f[None, :]) / jnp.where(close, 1.0, diff),
+    _, fprime = _power_and_derivative(evals, power, damping, rcond)
+    dd = _divided_differences(
+        evals[:, None], evals[None, :], f[:, None], f[None, :], fprime[:, None], fprime[None, :]
     )
     dm = evecs.T @ (0.5 * (dmatrix + dmatrix.T)) @ evecs
     tangent = evecs @ ((dd * dm) @ coeffs + _columnwise(f, vector) * (evecs.T @ dvector))
@@ -122,6 +114,15 @@ def structurally_full_rank(widths) -> bool:
     return any(
         min(widths[i:d], default=nd) >= nd and min(widths[1:i], default=n0) >= n0 for i in range(1, d + 1)
     )
+
+
+def check_krylov_widths(widths, option: str, alternative: str) -> None:
+    """Raises a one-line ValueError naming ``option`` unless K is generically non-singular."""
+    if not structurally_full_rank(widths):
+        raise ValueError(
+            f"{option} needs widths for which K = J J^T is non-singular; {list(widths)} has a "
+            f"bottleneck narrower than both ends: use {alternative}"
+        )
 
 
 def _imbalance(weights: Weights):
@@ -207,35 +208,36 @@ class GaussNewton(AbstractCurvature):
         pre, suf = prefix_products(weights), suffix_products(weights)
         s = task.input_cov_sqrt
         fas = [a @ s for a in pre]
-        residual = task.whitened_residual(network_map(weights))
+        w = network_map(weights)
+        residual = task.whitened_residual(w)
         rcond = self._rcond(widths[0] * widths[-1], residual.dtype)
         if method == "dense":
             gram = self.gram_matrix(weights, task)
             x = psd_function_apply(gram, residual.reshape(-1), power, damping, rcond).reshape(residual.shape)
         elif method == "balanced":
-            x = _balanced_apply(network_map(weights) @ s, residual, len(weights), power, damping, rcond)
+            x = _balanced_apply(w @ s, residual, len(weights), power, damping, rcond)
         else:
-            if not structurally_full_rank(widths):
-                raise ValueError(
-                    f"method='krylov' needs widths for which K = J J^T is non-singular; {widths} has a "
-                    "bottleneck narrower than both ends: use method='dense' (or 'auto')"
-                )
-            x = self._krylov_apply(network_map(weights) @ s, suf, fas, residual, power, damping, rcond)
+            check_krylov_widths(widths, "method='krylov'", "method='dense' (or 'auto')")
+            x = _krylov_apply(
+                w @ s, suf, fas, residual, power=power, damping=damping, rcond=rcond,
+                cg_rtol=self.cg_rtol, max_steps=self.max_cg_steps, step=self.quadrature_step,
+            )  # fmt: skip
         return tuple(b.T @ x @ fa.T for fa, b in zip(fas, suf, strict=True))
 
-    def _krylov_apply(self, whitened_map, suf, fas, residual, power, damping, rcond):
-        return _krylov_apply(
-            whitened_map,
-            suf,
-            fas,
-            residual,
-            power=power,
-            damping=damping,
-            rcond=rcond,
-            cg_rtol=self.cg_rtol,
-            max_steps=self.max_cg_steps,
-            step=self.quadrature_step,
-        )
+
+def _krylov_apply(self, whitened_map, suf, fas, residual, power, damping, rcond):
+    return _krylov_apply(
+        whitened_map,
+        suf,
+        fas,
+        residual,
+        power=power,
+        damping=damping,
+        rcond=rcond,
+        cg_rtol=self.cg_rtol,
+        max_steps=self.max_cg_steps,
+        step=self.quadrature_step,
+    )
 
 
 def _krylov_apply(whitened_map, suf, fas, residual, *, power, damping, rcond, cg_rtol, max_steps, step):

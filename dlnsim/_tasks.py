@@ -193,18 +193,24 @@ def student_teacher(
     return StudentTeacherData(task, teacher, x, y, xt, yt, irreducible, noise_std)
 
 
+def read_xy_npz(path: str, shapes: str):
+    """Opens a user's ``.npz`` and checks that it has arrays ``x`` and ``y`` (``shapes`` describes them)."""
+    try:
+        data = np.load(path)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"cannot read {path!r} as an .npz file with arrays x and y: {err}") from None
+    if "x" not in data or "y" not in data:
+        raise ValueError(f"{path!r} must contain arrays named {shapes}")
+    return data
+
+
 def load_regression_data(path: str) -> tuple[Task, Array]:
     """Loads a user's ``.npz`` with arrays ``x`` (P, n_in) and ``y`` (P, n_out) as a :class:`Task`.
 
     Returns the task built from the empirical Sigma_x and least-squares map, and the irreducible
     constant, so that 1/2 mean ||y - W x||^2 = task.loss(W) + constant.
     """
-    try:
-        data = np.load(path)
-    except (OSError, ValueError) as err:
-        raise ValueError(f"cannot read {path!r} as an .npz file with arrays x and y: {err}") from None
-    if "x" not in data or "y" not in data:
-        raise ValueError(f"{path!r} must contain arrays named 'x' (P, n_in) and 'y' (P, n_out)")
+    data = read_xy_npz(path, "'x' (P, n_in) and 'y' (P, n_out)")
     x = jnp.asarray(data["x"], dtype=jnp.result_type(float))
     y = jnp.asarray(data["y"], dtype=jnp.result_type(float))
     if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0]:

@@ -30,7 +30,8 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._checks import check_depth, check_finite, check_nonnegative, check_positive
+from ._checks import check_depth, check_finite, check_nonnegative, check_positive, check_widths
+from ._tasks import read_xy_npz
 
 ACTIVATIONS = ("relu", "tanh", "erf", "shifted-relu", "identity")
 FISHERS = ("exact", "bd", "tri-diagonal", "kfac", "unit-wise", "diagonal", "quasi-diagonal")
@@ -121,15 +122,7 @@ class MLP(eqx.Module):
         shift: float = 0.0,
         dtype=None,
     ):
-        widths = tuple(widths)
-        if len(widths) < 2:
-            raise ValueError(
-                f"widths must list the input dimension, hidden widths and outputs, got {widths!r}"
-            )
-        for m in widths:
-            if isinstance(m, bool) or int(m) != m or m < 1:
-                raise ValueError(f"every width must be an integer >= 1, got {widths!r}")
-        self.widths = tuple(int(m) for m in widths)
+        self.widths = check_widths(widths)
         self.activation = check_activation(activation, shift)
         self.shift = float(shift)
         self.sigma_w2 = check_positive("sigma_w2", sigma_w2)
@@ -942,12 +935,7 @@ def load_wide_data(path: str, *, test_fraction: float = 0.25, key: PRNGKeyArray 
     Without test arrays, a random ``test_fraction`` of the rows is held out. Inputs are normalised
     to ||x|| = 1; the task is treated as regression.
     """
-    try:
-        data = np.load(path)
-    except (OSError, ValueError) as err:
-        raise ValueError(f"cannot read {path!r} as an .npz file with arrays x and y: {err}") from None
-    if "x" not in data or "y" not in data:
-        raise ValueError(f"{path!r} must contain arrays named 'x' (N, M0) and 'y' (N,) or (N, C)")
+    data = read_xy_npz(path, "'x' (N, M0) and 'y' (N,) or (N, C)")
     x, y = np.asarray(data["x"], float), np.asarray(data["y"], float)
     y = y[:, None] if y.ndim == 1 else y
     if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0]:

@@ -27,15 +27,20 @@ def flat_params(mlp):
     return np.concatenate(parts), layout
 
 
-def forward(mlp, theta, x, layout):
-    """The network written out again from eq. 1, as a function of the flat parameters."""
-    phi = {
+def activation_of(mlp):
+    """The activation phi written out again (eq. 1, S.156 for the shifted relu)."""
+    return {
         "relu": jax.nn.relu,
         "tanh": jnp.tanh,
         "erf": jax.scipy.special.erf,
         "identity": lambda u: u,
         "shifted-relu": lambda u: jnp.maximum(u, -mlp.shift),
     }[mlp.activation]
+
+
+def forward(mlp, theta, x, layout):
+    """The network written out again from eq. 1, as a function of the flat parameters."""
+    phi = activation_of(mlp)
     h = x
     for layer, e in enumerate(layout):
         a, b, shape = e["w"]
@@ -158,13 +163,7 @@ def _dense_kfac_inverse(mlp, x, jac, layout, rho, kfac_bias):
 
 
 def _activations(mlp, x):
-    phi = {
-        "relu": jax.nn.relu,
-        "tanh": jnp.tanh,
-        "erf": jax.scipy.special.erf,
-        "identity": lambda u: u,
-        "shifted-relu": lambda u: jnp.maximum(u, -mlp.shift),
-    }[mlp.activation]
+    phi = activation_of(mlp)
     hs, h = [], np.asarray(x)
     for layer in range(mlp.depth):
         hs.append(np.asarray(h))
