@@ -8,7 +8,8 @@ where P is small enough, and prints its cost divided by ours.
 
 Two states per size: near orthogonal, W_i = 0.6 (Q_i + 0.3 G_i / sqrt(n)), and Gaussian
 G_i / sqrt(n); a correlated input covariance. The exact full rules use the default method
-("auto": dense eigh of K for n_d n_0 <= 64, else matrix-free krylov).
+("auto": dense eigh of K for n_d n_0 <= 64, or 256 for fractional powers, else matrix-free
+krylov).
 """
 
 import argparse
