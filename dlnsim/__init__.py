@@ -4,7 +4,7 @@ float64 is not switched on by importing this package; enable it in your own entr
 ``jax.config.update("jax_enable_x64", True)`` (the ``dlnsim`` CLI and the tests do so).
 """
 
-from . import analytic, wide
+from . import analytic, experiments, wide
 from ._checks import DynamicsBlowUpError
 from ._curvature import (
     CURVATURE_METHODS,
@@ -51,6 +51,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "analytic",
+    "experiments",
     "wide",
     "AbstractCurvature",
     "BernacchiaFlow",

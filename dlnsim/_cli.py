@@ -1,19 +1,18 @@
-"""The ``dlnsim`` command line (typer): ``run``, ``compare`` and ``rules``."""
+"""The ``dlnsim`` command line (typer): ``run``, ``compare``, ``sweep``, ``phase``, ``wide``, ``reproduce``
+and ``rules``."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import os
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import typer
+
+from ._checks import atomic_directory
 
 app = typer.Typer(
     add_completion=False,
@@ -111,26 +110,6 @@ def build_setup(
         net_widths, key=k_net, init=init, scale=scale, teacher=base.teacher, input_cov=base.input_cov
     )
     return Setup(the_task, net, desc)
-
-
-@contextlib.contextmanager
-def atomic_directory(out: Path):
-    """Yields a fresh temporary directory that replaces ``out`` only if the block succeeds."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _progress_meter(log_span: float | None = None):
@@ -907,6 +886,58 @@ def wide(
         f"theory {summary['max_deviation']:.3e}; test loss {summary['test_loss'][-1]:.4g}"
     )
     typer.echo(f"wrote {out}/summary.json, curves.npz, loss.png")
+
+
+@app.command()
+def reproduce(
+    figure_id: str = typer.Argument(
+        None, metavar="ID", help="A figure id from --list, or 'all' to run every figure."
+    ),
+    list_figures: bool = typer.Option(False, "--list", help="List the figure ids and exit."),
+    fast: bool = typer.Option(
+        False, "--fast", help="Shrunken sizes (about a minute each on 2 cores); the checks still apply."
+    ),
+    out: Path = typer.Option(
+        None, help="Output directory [default: reproductions/ID]; with 'all', one subdirectory per id."
+    ),
+    seed: int = typer.Option(0, help="Base random seed."),
+) -> None:
+    """Reproduce a figure of the source papers: writes figure.png/.pdf, metrics.json and data.npz.
+
+    Exits 1 when a quantitative check against the paper or its theory fails.
+    """
+    from .experiments import EXPERIMENTS
+    from .experiments import reproduce as run_reproduction
+
+    if list_figures:
+        width = max((len(i) for i in EXPERIMENTS), default=0)
+        for exp in EXPERIMENTS.values():
+            typer.echo(f"{exp.id.ljust(width)}  {exp.title}  [{exp.source}]")
+        return
+    if figure_id is None:
+        _fail("give a figure id (see 'dlnsim reproduce --list') or 'all'")
+    ids = list(EXPERIMENTS) if figure_id == "all" else [figure_id]
+    if figure_id != "all" and figure_id not in EXPERIMENTS:
+        _fail(f"unknown figure id {figure_id!r}; allowed: all, {', '.join(EXPERIMENTS)}")
+    if seed < 0:
+        _fail(f"--seed must be a non-negative integer, got {seed}")
+    base = Path("reproductions") if out is None else out
+    failed = []
+    for fid in ids:
+        target = base / fid if (figure_id == "all" or out is None) else base
+        typer.echo(f"{fid}: {EXPERIMENTS[fid].title} [{EXPERIMENTS[fid].source}]{' (fast)' if fast else ''}")
+        try:
+            rep = run_reproduction(fid, fast=fast, seed=seed, out=target)
+        except ValueError as err:
+            _fail(f"{fid}: {err}")
+        for c in rep.checks:
+            typer.echo(f"  {c}")
+        typer.echo(f"  {'passed' if rep.passed else 'FAILED'} in {rep.wall_seconds:.1f} s; wrote {target}")
+        if not rep.passed:
+            failed.append(fid)
+    if failed:
+        typer.echo(f"checks failed: {', '.join(failed)}", err=True)
+        raise typer.Exit(1)
 
 
 @app.command()

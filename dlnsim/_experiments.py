@@ -1,0 +1,217 @@
+"""The registry of paper-figure reproductions behind ``dlnsim reproduce``.
+
+Each reproduction is a function ``run(*, fast, seed) -> Reproduction`` registered under an id with
+:func:`register`. It builds its figure from the public API and states every quantitative agreement
+with the paper or its theory as a :class:`Check`. :func:`reproduce` runs one and writes its figure,
+``metrics.json`` and the arrays behind the figure, all or nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from ._checks import atomic_directory
+
+Relation = Literal["<=", ">=", "<", ">"]
+_RELATIONS: dict[str, Callable[[float, float], bool]] = {
+    "<=": lambda v, t: v <= t,
+    ">=": lambda v, t: v >= t,
+    "<": lambda v, t: v < t,
+    ">": lambda v, t: v > t,
+}
+
+
+@dataclass(frozen=True)
+class Check:
+    """One quantitative agreement: ``value relation threshold`` (a non-finite value fails)."""
+
+    name: str
+    value: float
+    threshold: float
+    relation: Relation = "<="
+    passed: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "value": self.value if math.isfinite(self.value) else str(self.value),
+            "threshold": self.threshold,
+            "relation": self.relation,
+            "passed": self.passed,
+        }
+
+    def __str__(self) -> str:
+        mark = "ok  " if self.passed else "FAIL"
+        return f"{mark} {self.name}: {self.value:.4g} {self.relation} {self.threshold:.4g}"
+
+
+def check(name: str, value, threshold, relation: Relation = "<=") -> Check:
+    """A :class:`Check` that passes when ``value relation threshold`` holds and ``value`` is finite."""
+    if relation not in _RELATIONS:
+        raise ValueError(f"relation must be one of {', '.join(_RELATIONS)}, got {relation!r}")
+    value, threshold = float(value), float(threshold)
+    passed = math.isfinite(value) and _RELATIONS[relation](value, threshold)
+    return Check(name, value, threshold, relation, bool(passed))
+
+
+@dataclass
+class Reproduction:
+    """What one reproduction produced.
+
+    Attributes:
+        id: the registry id.
+        figure: a ``matplotlib.figure.Figure`` (built without pyplot, so no global state).
+        checks: every quantitative agreement, as :class:`Check` objects.
+        settings: the sizes, seeds, hyper-parameters and deviations from the paper actually used
+            (JSON-serialisable; written to ``metrics.json``).
+        arrays: the curves behind the figure (written to ``data.npz``).
+        wall_seconds: the run time, filled in by :func:`reproduce`.
+    """
+
+    id: str
+    figure: Any
+    checks: list[Check]
+    settings: dict[str, Any] = field(default_factory=dict)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    wall_seconds: float = float("nan")
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+    @property
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks if not c.passed]
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A registered reproduction: its id, what it shows, its source and the function that runs it."""
+
+    id: str
+    title: str
+    source: str
+    run: Callable[..., Reproduction]
+
+    def __str__(self) -> str:
+        return f"{self.id}  {self.title}  [{self.source}]"
+
+
+EXPERIMENTS: dict[str, Experiment] = {}
+
+
+def register(id: str, *, title: str, source: str):
+    """Decorator: registers ``run(*, fast: bool, seed: int) -> Reproduction`` under ``id``."""
+
+    def decorate(run: Callable[..., Reproduction]) -> Callable[..., Reproduction]:
+        if id in EXPERIMENTS:
+            raise ValueError(f"reproduction id {id!r} is registered twice")
+        EXPERIMENTS[id] = Experiment(id, title, source, run)
+        return run
+
+    return decorate
+
+
+def experiment(id: str) -> Experiment:
+    """The registered :class:`Experiment` ``id``; a one-line ``ValueError`` lists the known ids."""
+    if id not in EXPERIMENTS:
+        raise ValueError(f"unknown reproduction {id!r}; choose one of: {', '.join(EXPERIMENTS)}")
+    return EXPERIMENTS[id]
+
+
+def _jsonable(obj):
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return _jsonable(obj.item())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    return obj
+
+
+def metrics(rep: Reproduction, *, fast: bool, seed: int) -> dict[str, Any]:
+    """The ``metrics.json`` record of a reproduction."""
+    import jax
+
+    exp = EXPERIMENTS.get(rep.id)
+    return _jsonable(
+        {
+            "id": rep.id,
+            "title": exp.title if exp else None,
+            "source": exp.source if exp else None,
+            "fast": fast,
+            "seed": seed,
+            "passed": rep.passed,
+            "checks": [c.as_dict() for c in rep.checks],
+            "settings": rep.settings,
+            "wall_seconds": rep.wall_seconds,
+            "machine": {
+                "platform": platform.platform(),
+                "jax_backend": jax.default_backend(),
+                "jax_version": jax.__version__,
+                "x64": bool(jax.config.jax_enable_x64),
+            },
+        }
+    )
+
+
+def write_reproduction(rep: Reproduction, out, *, fast: bool, seed: int) -> Path:
+    """Writes ``figure.png``, ``figure.pdf``, ``metrics.json`` and ``data.npz`` into ``out``.
+
+    The directory appears complete or not at all (written to a temporary path, then renamed).
+    """
+    out = Path(out)
+    with atomic_directory(out) as tmp:
+        rep.figure.savefig(tmp / "figure.png", dpi=110, bbox_inches="tight")
+        rep.figure.savefig(tmp / "figure.pdf", bbox_inches="tight")
+        (tmp / "metrics.json").write_text(json.dumps(metrics(rep, fast=fast, seed=seed), indent=2) + "\n")
+        np.savez(tmp / "data.npz", **{k: np.asarray(v) for k, v in rep.arrays.items()})
+    return out
+
+
+def reproduce(id: str, *, fast: bool = False, seed: int = 0, out=None) -> Reproduction:
+    """Runs the reproduction ``id`` and, if ``out`` is given, writes its files there.
+
+    Args:
+        id: a registered id (``dlnsim.experiments.EXPERIMENTS``).
+        fast: shrink the sizes so the run takes about a minute on 2 CPU cores; the checks stay
+            meaningful. The default runs the paper's sizes.
+        seed: the base random seed (the same seed gives the same numbers).
+        out: a directory for ``figure.png``, ``figure.pdf``, ``metrics.json`` and ``data.npz``.
+
+    Float64 must be switched on by the caller (``jax.config.update("jax_enable_x64", True)``);
+    the ``dlnsim`` CLI does so.
+    """
+    exp = experiment(id)
+    if int(seed) != seed or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    start = time.perf_counter()
+    rep = exp.run(fast=bool(fast), seed=int(seed))
+    rep.wall_seconds = time.perf_counter() - start
+    if rep.id != id:
+        raise RuntimeError(f"reproduction {id!r} returned a result labelled {rep.id!r}")
+    if out is not None:
+        write_reproduction(rep, out, fast=bool(fast), seed=int(seed))
+    return rep
+
+
+def new_figure(nrows: int = 1, ncols: int = 1, *, panel_size=(4.2, 3.4), **subplots_kwargs):
+    """A ``matplotlib.figure.Figure`` and its axes grid (``squeeze=False``), built without pyplot."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(panel_size[0] * ncols, panel_size[1] * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False, **subplots_kwargs)
+    return fig, axes

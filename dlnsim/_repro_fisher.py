@@ -1,0 +1,1 @@
+"""Reproductions of the fisher paper's figures (filled in on its own branch)."""
