@@ -10,9 +10,14 @@ float32) carry only about 1e-3 relative precision. On the CPU, float32 matmuls a
 """
 
 import argparse
+import os
 import platform
 
-import jax
+# One OpenBLAS thread for jax's CPU LAPACK kernels (dlnsim.limit_lapack_threads explains why);
+# set before numpy loads. Export OPENBLAS_NUM_THREADS to override.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
@@ -62,7 +67,8 @@ def main():
     args = parser.parse_args()
     sizes = [(6, 3)] if args.quick else [(16, 4), (32, 4)]
     print(
-        f"# {platform.processor() or platform.machine()}, jax {jax.__version__}, {jax.devices()[0].platform}"
+        f"# {platform.processor() or platform.machine()}, jax {jax.__version__}, "
+        f"{jax.devices()[0].platform}, OPENBLAS_NUM_THREADS={os.environ['OPENBLAS_NUM_THREADS']}"
     )
     cases = [
         (n, d, kind, m)

@@ -8,10 +8,15 @@ first on the same shapes).
 """
 
 import argparse
+import os
 import platform
 import time
 
-import jax
+# One OpenBLAS thread for jax's CPU LAPACK kernels (dlnsim.limit_lapack_threads explains why);
+# set before numpy loads. Export OPENBLAS_NUM_THREADS to override.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
@@ -32,7 +37,8 @@ def main():
     parser.add_argument("--t1", type=float, default=5.0)
     args = parser.parse_args()
     print(
-        f"# {platform.processor() or platform.machine()}, jax {jax.__version__}, {jax.devices()[0].platform}"
+        f"# {platform.processor() or platform.machine()}, jax {jax.__version__}, "
+        f"{jax.devices()[0].platform}, OPENBLAS_NUM_THREADS={os.environ['OPENBLAS_NUM_THREADS']}"
     )
     widths = (args.n,) * (args.depth + 1)
     task = dlnsim.Task(dlnsim.random_teacher(jr.PRNGKey(1), args.n, args.n))

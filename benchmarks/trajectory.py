@@ -11,10 +11,15 @@ end, and checks the closed form against the matrix-free krylov method there (q =
 """
 
 import argparse
+import os
 import platform
 import time
 
-import jax
+# One OpenBLAS thread for jax's CPU LAPACK kernels (dlnsim.limit_lapack_threads explains why);
+# set before numpy loads. Export OPENBLAS_NUM_THREADS to override.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
@@ -35,7 +40,8 @@ def main():
     args = parser.parse_args()
     n, d = args.n, args.depth
     print(
-        f"# {platform.processor() or platform.machine()}, jax {jax.__version__}, {jax.devices()[0].platform}"
+        f"# {platform.processor() or platform.machine()}, jax {jax.__version__}, "
+        f"{jax.devices()[0].platform}, OPENBLAS_NUM_THREADS={os.environ['OPENBLAS_NUM_THREADS']}"
     )
     k1, k2 = jr.split(jr.PRNGKey(0))
     net = dlnsim.DeepLinearNet((n,) * (d + 1), key=k1, init="balanced", scale=0.5)

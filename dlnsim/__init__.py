@@ -5,7 +5,7 @@ float64 is not switched on by importing this package; enable it in your own entr
 """
 
 from . import analytic, experiments, wide
-from ._checks import DynamicsBlowUpError
+from ._checks import DynamicsBlowUpError, limit_lapack_threads
 from ._curvature import (
     CURVATURE_METHODS,
     AbstractCurvature,
@@ -75,6 +75,7 @@ __all__ = [
     "correlated_input_cov",
     "imbalance",
     "init_weights_batch",
+    "limit_lapack_threads",
     "load_regression_data",
     "loss_gradient",
     "network_map",

@@ -37,9 +37,21 @@ def _solver(name: str):
 @app.callback()
 def _entry() -> None:
     """Exact learning dynamics of deep linear networks under curvature-corrected rules."""
+    _configure()
+
+
+def _configure() -> None:
+    """float64, and one LAPACK thread unless OPENBLAS_NUM_THREADS says otherwise (see
+    :func:`dlnsim._checks.limit_lapack_threads`)."""
+    import os
+
     import jax
 
+    from ._checks import limit_lapack_threads
+
     jax.config.update("jax_enable_x64", True)
+    if "OPENBLAS_NUM_THREADS" not in os.environ:
+        limit_lapack_threads(1)
 
 
 def _fail(message: str, code: int = 2):
@@ -952,9 +964,7 @@ def rules() -> None:
 
 def main() -> None:
     """Console-script entry point."""
-    import jax
-
-    jax.config.update("jax_enable_x64", True)
+    _configure()
     try:
         app()
     except KeyboardInterrupt:
