@@ -242,6 +242,15 @@ def _check_run(times, ws, code: int, t0: float, field_) -> tuple[int, bool]:
     return n_ok, event_hit
 
 
+class _LossReached(eqx.Module):
+    """Event condition: the task loss has fallen to ``threshold`` (an array, so not static)."""
+
+    threshold: Array
+
+    def __call__(self, t, y, args, **kwargs):
+        return args.loss(network_map(y)) <= self.threshold
+
+
 _SUCCESS_CODE = int(diffrax.RESULTS.successful._value)
 _EVENT_CODE = int(diffrax.RESULTS.event_occurred._value)
 
@@ -305,20 +314,20 @@ def simulate(
         saveat = eqx.tree_at(lambda s: s.subs.t1, saveat, True)
     event = None
     if loss_threshold is not None:
-        threshold = check_nonnegative("loss_threshold", loss_threshold)
-
-        def reached(t, y, args, **kwargs):
-            return args.loss(network_map(y)) <= threshold
-
-        event = diffrax.Event(reached)
+        event = diffrax.Event(_LossReached(jnp.asarray(check_nonnegative("loss_threshold", loss_threshold))))
+    # Times enter the compiled solve as arrays, not Python floats (which diffeqsolve's filter_jit
+    # would treat as static): runs that differ only in t0, t1, dt0 or the threshold reuse one
+    # compilation.
+    t0_, t1_ = jnp.asarray(float(t0)), jnp.asarray(t1)
+    dt0_ = None if dt0 is None else jnp.asarray(float(dt0))
 
     def solve(y0):
         return diffrax.diffeqsolve(
             diffrax.ODETerm(field_),
             diffrax.Tsit5() if solver is None else solver,
-            t0,
-            t1,
-            dt0,
+            t0_,
+            t1_,
+            dt0_,
             y0,
             args=base,
             saveat=saveat,

@@ -168,3 +168,27 @@ def test_batched_simulate_matches_single_runs_and_isolates_failures():
     assert list(res.succeeded) == [True, False]
     assert "blew up at t=" in res.status[1] and 0 < res.failure_times[1] < 1.0
     assert np.all(np.isfinite(res[0].loss))
+
+
+def test_new_end_times_and_thresholds_reuse_the_compiled_solve():
+    """t0, t1, dt0 and the loss threshold are traced, not static: no recompilation between runs."""
+    import jax
+
+    compiles = []
+
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(event)
+
+    net = dlnsim.DeepLinearNet((3, 3, 3), key=jr.PRNGKey(0), init="xavier")
+    task = dlnsim.Task(dlnsim.random_teacher(jr.PRNGKey(1), 3, 3))
+    dlnsim.simulate(net, "sgd", task, 1.0)
+    dlnsim.simulate(net, "sgd", task, 1.0, loss_threshold=1e-3)
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        long = dlnsim.simulate(net, "sgd", task, 2.5)
+        early = dlnsim.simulate(net, "sgd", task, 50.0, loss_threshold=0.5 * float(long.loss[-1]))
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert compiles == []
+    assert long.times[-1] == 2.5 and early.stopped_early and early.times[-1] > 2.5
