@@ -2,8 +2,9 @@
 neural networks"): Figs. 1-3 and S.I. Figs. S1-S2, registered with ``dlnsim reproduce``.
 
 Each ``run(fast, seed)`` is a thin layer over the public API: :func:`dlnsim.simulate`,
-:func:`dlnsim.vector_field`, :mod:`dlnsim.analytic`, :func:`dlnsim.compare_with_modes` and the
-plotting helpers behind ``dlnsim phase`` and ``dlnsim compare``.
+:func:`dlnsim.vector_field`, :mod:`dlnsim.analytic` (mode fields, invariants, frames, eq. 21,
+scaling laws), :func:`dlnsim.student_teacher`, and the axes-level plotting helpers behind
+``dlnsim phase`` and ``dlnsim compare``.
 """
 
 from __future__ import annotations

@@ -66,7 +66,8 @@ def test_fig2_map_dynamics(tmp_path):
     # NGD from sigma0 = 1e-4 sigma*: sigma* - (sigma* - sigma0) e^-t reaches sigma*/2 at ln(2 (1 - 1e-4))
     ngd = next(c for c in rep.settings["cases"] if c["rule"] == "ngd")
     assert ngd["sigma0_over_sigma_star"] == 1e-4
-    np.testing.assert_allclose(ngd["half_max_measured"], math.log(2 * (1 - 1e-4)), rtol=1e-5)
+    # (linear interpolation between saves limits the measured half time to ~2e-5 here)
+    np.testing.assert_allclose(ngd["half_max_measured"], math.log(2 * (1 - 1e-4)), rtol=1e-4)
 
 
 def test_fig3_student_teacher(tmp_path):
