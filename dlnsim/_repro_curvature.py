@@ -18,8 +18,13 @@ from ._experiments import Reproduction, check, new_figure, register
 SOURCE = "Huh 2020"
 RULES = ("sgd", "ngd", "sqrt-ngd", "ngd-d", "sqrt-ngd-d")
 LABELS = {"sgd": "SGD", "ngd": "NGD", "sqrt-ngd": "sqrt-NGD", "ngd-d": "NGD-d", "sqrt-ngd-d": "sqrt-NGD-d"}
-_COLORS = {"sgd": "tab:blue", "ngd": "tab:orange", "sqrt-ngd": "tab:green", "ngd-d": "tab:red",
-           "sqrt-ngd-d": "tab:purple"}  # fmt: skip
+_COLORS = {
+    "sgd": "tab:blue",
+    "ngd": "tab:orange",
+    "sqrt-ngd": "tab:green",
+    "ngd-d": "tab:red",
+    "sqrt-ngd-d": "tab:purple",
+}
 
 
 def _rule_q(rule: str) -> tuple[float, bool]:
@@ -95,43 +100,92 @@ def fig1(*, fast: bool, seed: int) -> Reproduction:
         inv = np.asarray(analytic.mode_invariants(np.moveaxis(layers, 0, -1), q, block))  # (d-1, m, T)
         drift = np.abs(inv - inv[..., :1]).max(axis=(0, 1)) / np.abs(inv[..., 0]).max()
         drifts[rule] = drift
-        invariant = "eq. 25: sigma_1/sigma_2" if rule == "ngd-d" else (
-            "eq. 25: |s1|^a - |s2|^a" if block else "eq. 7: sigma_1^2 - sigma_2^2")  # fmt: skip
-        checks.append(check(f"{LABELS[rule]}: full-matrix drift of the {invariant} (relative)",
-                            drift.max(), 1e-7))  # fmt: skip
-        checks.append(check(f"{LABELS[rule]}: max |full-matrix (sigma_1, sigma_2) - mode ODE| / max sigma_i",
-                            np.abs(layers[:, :, 0] - ode).max() / np.abs(ode).max(), 1e-6))  # fmt: skip
+        invariant = (
+            "eq. 25: sigma_1/sigma_2"
+            if rule == "ngd-d"
+            else ("eq. 25: |s1|^a - |s2|^a" if block else "eq. 7: sigma_1^2 - sigma_2^2")
+        )
+        checks.append(
+            check(f"{LABELS[rule]}: full-matrix drift of the {invariant} (relative)", drift.max(), 1e-7)
+        )
+        checks.append(
+            check(
+                f"{LABELS[rule]}: max |full-matrix (sigma_1, sigma_2) - mode ODE| / max sigma_i",
+                np.abs(layers[:, :, 0] - ode).max() / np.abs(ode).max(),
+                1e-6,
+            )
+        )
         maps[rule] = layers[:, 0, 0] * layers[:, 1, 0]
         sigma_delta = np.sqrt(2.0 * traj.loss)  # sqrt(sum_k sigma_Delta,k^2) with Sigma_x = I
         speeds[rule] = traj.parameter_speed / np.where(sigma_delta > 0, sigma_delta, np.nan)
         arrays[f"{rule}_layer_values"] = layers
         arrays[f"{rule}_mode_ode_path"] = ode
         at = np.concatenate([[0], marks, [ts.size - 1]])
-        ax.plot(layers[at, 0, 0], layers[at, 1, 0], "o", mfc="none", mec="k", ms=7, mew=1.0,
-                label="full matrix at t = 0, markers, t1", zorder=6)  # fmt: skip
+        ax.plot(
+            layers[at, 0, 0],
+            layers[at, 1, 0],
+            "o",
+            mfc="none",
+            mec="k",
+            ms=7,
+            mew=1.0,
+            label="full matrix at t = 0, markers, t1",
+            zorder=6,
+        )
         ax.plot([], [], color="tab:blue", lw=1.8, label="mode ODE")
         ax.plot([], [], "o", color="tab:red", ms=4, label=f"t = {', '.join(f'{m:g}' for m in marker_times)}")
         ax.legend(fontsize=6, loc="upper right")
     arrays["mode_ode_times"] = ode_ts
 
     closed_form = sigma_star + (start[0] * start[1] - sigma_star) * np.exp(-ts)  # eq. 12: NGD map
-    checks.append(check("NGD vs NGD-d: max |sigma_1 sigma_2| difference at the markers (full matrix)",
-                        np.abs(maps["ngd"][marks] - maps["ngd-d"][marks]).max(), 1e-8))  # fmt: skip
-    checks.append(check("NGD vs NGD-d: same difference from the mode ODEs (phase-portrait markers)",
-                        np.abs(np.subtract(markers["NGD"]["map_at_markers"],
-                                           markers["NGD-d"]["map_at_markers"])).max(), 1e-8))  # fmt: skip
+    checks.append(
+        check(
+            "NGD vs NGD-d: max |sigma_1 sigma_2| difference at the markers (full matrix)",
+            np.abs(maps["ngd"][marks] - maps["ngd-d"][marks]).max(),
+            1e-8,
+        )
+    )
+    checks.append(
+        check(
+            "NGD vs NGD-d: same difference from the mode ODEs (phase-portrait markers)",
+            np.abs(np.subtract(markers["NGD"]["map_at_markers"], markers["NGD-d"]["map_at_markers"])).max(),
+            1e-8,
+        )
+    )
     for rule in ("ngd", "ngd-d"):
-        checks.append(check(f"{LABELS[rule]}: max |sigma_1 sigma_2 - (sigma* + (sigma0 - sigma*) e^-t)|",
-                            np.abs(maps[rule] - closed_form).max(), 1e-7))  # fmt: skip
+        checks.append(
+            check(
+                f"{LABELS[rule]}: max |sigma_1 sigma_2 - (sigma* + (sigma0 - sigma*) e^-t)|",
+                np.abs(maps[rule] - closed_form).max(),
+                1e-7,
+            )
+        )
     for rule in ("sqrt-ngd", "sqrt-ngd-d"):
-        checks.append(check(f"{LABELS[rule]}: max | ||dtheta/dt|| / |sigma_Delta| - 1 | (eqs. 16, 26)",
-                            np.nanmax(np.abs(speeds[rule] - 1.0)), 1e-6))  # fmt: skip
+        checks.append(
+            check(
+                f"{LABELS[rule]}: max | ||dtheta/dt|| / |sigma_Delta| - 1 | (eqs. 16, 26)",
+                np.nanmax(np.abs(speeds[rule] - 1.0)),
+                1e-6,
+            )
+        )
     # footnote 7 (Jensen): NGD-d moves the parameters faster than NGD along the whole run
-    checks.append(check("NGD-d / NGD parameter speed, minimum over the run (footnote 7, >= 1)",
-                        np.nanmin(speeds["ngd-d"] / speeds["ngd"]), 1.0, ">="))  # fmt: skip
+    checks.append(
+        check(
+            "NGD-d / NGD parameter speed, minimum over the run (footnote 7, >= 1)",
+            np.nanmin(speeds["ngd-d"] / speeds["ngd"]),
+            1.0,
+            ">=",
+        )
+    )
     # SGD's normalised speed grows with the coupling (||j|| = ||sigma||): not constant
-    checks.append(check("SGD: max/min of ||dtheta/dt|| / |sigma_Delta| along the run (not constant)",
-                        np.nanmax(speeds["sgd"]) / np.nanmin(speeds["sgd"]), 1.05, ">"))  # fmt: skip
+    checks.append(
+        check(
+            "SGD: max/min of ||dtheta/dt|| / |sigma_Delta| along the run (not constant)",
+            np.nanmax(speeds["sgd"]) / np.nanmin(speeds["sgd"]),
+            1.05,
+            ">",
+        )
+    )
 
     ax = axes[1, 0]
     for rule in RULES:
@@ -148,31 +202,44 @@ def fig1(*, fast: bool, seed: int) -> Reproduction:
     ax = axes[1, 2]
     for rule in RULES:
         ax.plot(ts, speeds[rule], color=_COLORS[rule], label=LABELS[rule])
-    ax.set(xlabel="time t", ylabel="||dtheta/dt|| / |sigma_Delta|", yscale="log",
-           title="normalised speed (sqrt rules: 1)")  # fmt: skip
+    ax.set(
+        xlabel="time t",
+        ylabel="||dtheta/dt|| / |sigma_Delta|",
+        yscale="log",
+        title="normalised speed (sqrt rules: 1)",
+    )
     ax.legend(fontsize=6)
     for ax in axes[1, 3:]:
         ax.axis("off")
     axes[1, 3].text(
-        0.0, 0.95,
+        0.0,
+        0.95,
         "Top: one mode of a d = 2 net, sigma* = 1.\nGrey: field / |sigma_Delta|; grey contours:\n"
         "sigma_1 sigma_2 = const (black: sigma*);\nred lines: invariant paths; blue: mode-ODE\n"
         "trajectory, red dots at equal times;\nopen circles: aligned full-matrix run.",
-        fontsize=7, va="top", transform=axes[1, 3].transAxes,
-    )  # fmt: skip
+        fontsize=7,
+        va="top",
+        transform=axes[1, 3].transAxes,
+    )
     fig.suptitle("Huh 2020 Fig. 1: learning dynamics of one singular mode (d = 2)", fontsize=11)
     for rule in RULES:
         arrays[f"{rule}_map"] = maps[rule]
         arrays[f"{rule}_invariant_drift"] = drifts[rule]
         arrays[f"{rule}_normalised_speed"] = speeds[rule]
     settings = {
-        "sigma_star": sigma_star, "start": list(start), "t1": t1, "marker_times": list(marker_times),
-        "full_matrix_widths": [2, 2, 2], "full_matrix_second_mode": list(second_mode),
-        "full_matrix_second_sigma_star": 0.5 * sigma_star, "saves": int(ts.size), "seed": seed,
+        "sigma_star": sigma_star,
+        "start": list(start),
+        "t1": t1,
+        "marker_times": list(marker_times),
+        "full_matrix_widths": [2, 2, 2],
+        "full_matrix_second_mode": list(second_mode),
+        "full_matrix_second_sigma_star": 0.5 * sigma_star,
+        "saves": int(ts.size),
+        "seed": seed,
         "markers": markers,
         "note": "the paper's figure shows one mode; the full-matrix check nets are this small at both "
         "sizes, so fast and default runs are the same",
-    }  # fmt: skip
+    }
     return Reproduction("curvature-fig1", fig, checks, settings, arrays)
 
 
@@ -224,20 +291,28 @@ def fig2(*, fast: bool, seed: int) -> Reproduction:
         ratio = 1e-2 if p >= 1 else 1e-4
         sigma0 = ratio * sigma_stars
         half_theory = np.array(
-            [analytic.half_max_time(depth=depth, q=q, sigma_star=s, sigma0=s0)
-             for s, s0 in zip(sigma_stars, sigma0, strict=True)]
-        )  # fmt: skip
+            [
+                analytic.half_max_time(depth=depth, q=q, sigma_star=s, sigma0=s0)
+                for s, s0 in zip(sigma_stars, sigma0, strict=True)
+            ]
+        )
         t1 = 4.0 * half_theory.max() + 6.0 / analytic.calibrated_learning_rate(depth, q)  # incl. the tail
         ts = _log_grid(1e-3 * half_theory.min(), t1, saves)
         net = DeepLinearNet(
-            (n,) * (depth + 1), key=jr.fold_in(key_net, col), init="aligned", teacher=teacher,
+            (n,) * (depth + 1),
+            key=jr.fold_in(key_net, col),
+            init="aligned",
+            teacher=teacher,
             singular_values=sigma0 ** (1.0 / depth),
-        )  # fmt: skip
+        )
         traj = simulate(net, rule, task, t1, saveat=diffrax.SaveAt(ts=jnp.asarray(ts)))
         theory = np.stack(
-            [analytic.balanced_map_trajectory(traj.times, depth=depth, q=q, sigma_star=s, sigma0=s0)
-             for s, s0 in zip(sigma_stars, sigma0, strict=True)], axis=1,
-        )  # fmt: skip
+            [
+                analytic.balanced_map_trajectory(traj.times, depth=depth, q=q, sigma_star=s, sigma0=s0)
+                for s, s0 in zip(sigma_stars, sigma0, strict=True)
+            ],
+            axis=1,
+        )
         measured = traj.mode_strengths
         half_measured = traj.half_times()
         deviation = np.abs(measured - theory).max() / sigma_stars.max()
@@ -249,21 +324,51 @@ def fig2(*, fast: bool, seed: int) -> Reproduction:
             check(f"{label}: max relative error of half-max times vs half_max_time", half_error, 1e-3),
             check(f"{label}: |fitted exponent of t_half vs sigma* - (-p)|", abs(slope + p), 1e-3),
         ]
-        cases.append({"depth": depth, "q": q, "rule": rule, "p": p, "sigma0_over_sigma_star": ratio,
-                      "t1": t1, "half_max_theory": half_theory, "half_max_measured": half_measured,
-                      "fitted_exponent": slope, "max_deviation": deviation})  # fmt: skip
+        cases.append(
+            {
+                "depth": depth,
+                "q": q,
+                "rule": rule,
+                "p": p,
+                "sigma0_over_sigma_star": ratio,
+                "t1": t1,
+                "half_max_theory": half_theory,
+                "half_max_measured": half_measured,
+                "fitted_exponent": slope,
+                "max_deviation": deviation,
+            }
+        )
         keep = traj.times > 0
         loss_theory = 0.5 * np.sum((theory - sigma_stars) ** 2, axis=1)
         top, bottom = axes[0, col], axes[1, col]
         for k, s in enumerate(sigma_stars):
             c = colors[k % len(colors)]
-            top.plot(traj.times[keep], measured[keep, k], color=c, lw=2.2, alpha=0.55,
-                     label="full matrix" if k == 0 else None)  # fmt: skip
-            top.plot(traj.times[keep], theory[keep, k], ":", color="k", lw=1.2,
-                     label="eq. 21 (exact)" if k == 0 else None)  # fmt: skip
+            top.plot(
+                traj.times[keep],
+                measured[keep, k],
+                color=c,
+                lw=2.2,
+                alpha=0.55,
+                label="full matrix" if k == 0 else None,
+            )
+            top.plot(
+                traj.times[keep],
+                theory[keep, k],
+                ":",
+                color="k",
+                lw=1.2,
+                label="eq. 21 (exact)" if k == 0 else None,
+            )
             top.axhline(s, color=c, ls="--", lw=0.7)
-            top.plot(half_theory[k], 0.5 * s, "o", mfc="none", mec="k", ms=6,
-                     label="half-max (theory)" if k == 0 else None)  # fmt: skip
+            top.plot(
+                half_theory[k],
+                0.5 * s,
+                "o",
+                mfc="none",
+                mec="k",
+                ms=6,
+                label="half-max (theory)" if k == 0 else None,
+            )
         top.set(
             xscale="log",
             xlabel="time t",
@@ -275,8 +380,13 @@ def fig2(*, fast: bool, seed: int) -> Reproduction:
         )
         bottom.plot(traj.times[keep], loss_theory[keep], "k:", lw=1.2, label="eq. 21 (exact)")
         bottom.set(xscale="log", yscale="log", xlabel="time t", ylim=(1e-10, None))
-        for key, value in (("times", traj.times), ("measured", measured), ("theory", theory),
-                           ("loss", traj.loss), ("loss_theory", loss_theory)):  # fmt: skip
+        for key, value in (
+            ("times", traj.times),
+            ("measured", measured),
+            ("theory", theory),
+            ("loss", traj.loss),
+            ("loss_theory", loss_theory),
+        ):
             arrays[f"p{p:g}_{key}"] = value
     axes[0, 0].set_ylabel("map mode strength sigma(t)")
     axes[1, 0].set_ylabel("loss 1/2 sum_k (sigma_k - sigma*_k)^2")
@@ -288,13 +398,18 @@ def fig2(*, fast: bool, seed: int) -> Reproduction:
         fontsize=10,
     )
     settings = {
-        "sigma_star": sigma_stars, "saves": saves, "seed": seed, "cases": cases,
+        "sigma_star": sigma_stars,
+        "saves": saves,
+        "seed": seed,
+        "cases": cases,
         "initial_condition": "sigma0 = sigma*/100 for p >= 1 (paper); sigma0 = 1e-4 sigma* for p < 1 "
         "(paper: 0, which full-matrix weights cannot leave); theory curves use the same sigma0",
         "time_axis": "log (the paper's panels span each p's own time range)",
         "fast": "p = 0, 3/4, 3/2 only (d = 4), 3 modes (sigma* = 3, 2, 1), 600 saves; default: five p, "
-        "5 modes, 1500 saves" if fast else None,
-    }  # fmt: skip
+        "5 modes, 1500 saves"
+        if fast
+        else None,
+    }
     return Reproduction("curvature-fig2", fig, checks, settings, arrays)
 
 
@@ -343,9 +458,14 @@ def fig3(*, fast: bool, seed: int) -> Reproduction:
         end = t_max.get(rule, default_t_max)
         ts = _log_grid(1e-3, end, saves)
         traj = simulate(
-            net, rule, data, end, saveat=diffrax.SaveAt(ts=jnp.asarray(ts)), loss_threshold=loss_tol * loss0,
+            net,
+            rule,
+            data,
+            end,
+            saveat=diffrax.SaveAt(ts=jnp.asarray(ts)),
+            loss_threshold=loss_tol * loss0,
             max_steps=4_000_000,
-        )  # fmt: skip
+        )
         trajs[rule] = traj
     _, s_data, _ = task.mode_basis()
     s_data = np.asarray(s_data)
@@ -358,18 +478,37 @@ def fig3(*, fast: bool, seed: int) -> Reproduction:
     converging = [r for r in RULES if r != "sgd"]
     checks = []
     for r in converging:
-        checks.append(check(f"{LABELS[r]}: final train-loss excess / initial (converged)", excess[r],
-                            1.01 * loss_tol))  # fmt: skip
+        checks.append(
+            check(f"{LABELS[r]}: final train-loss excess / initial (converged)", excess[r], 1.01 * loss_tol)
+        )
     test_ls = float(data.test_loss(task.teacher))  # the least-squares (fully overfitted) map
     spread = max(abs(test_final[r] / test_ls - 1.0) for r in converging)
-    checks.append(check("NGD, NGD-d, sqrt-NGD, sqrt-NGD-d end at the least-squares map's test loss: "
-                        "max relative difference", spread, 1e-2))  # fmt: skip
+    checks.append(
+        check(
+            "NGD, NGD-d, sqrt-NGD, sqrt-NGD-d end at the least-squares map's test loss: "
+            "max relative difference",
+            spread,
+            1e-2,
+        )
+    )
     # SGD from small init is too stiff to integrate to convergence (see settings): it must have
     # learned the signal modes and passed its early-stopping optimum by t_max
-    checks.append(check(f"SGD: signal modes learned by t_max: max t_half(k <= {rank}) / t_max",
-                        np.max(half["sgd"][:rank]) / t_max["sgd"], 1.0, "<"))  # fmt: skip
-    checks.append(check("SGD: test loss at t_max / its minimum (overfitting under way, > 1)",
-                        test_final["sgd"] / test_min["sgd"], 1.0, ">"))  # fmt: skip
+    checks.append(
+        check(
+            f"SGD: signal modes learned by t_max: max t_half(k <= {rank}) / t_max",
+            np.max(half["sgd"][:rank]) / t_max["sgd"],
+            1.0,
+            "<",
+        )
+    )
+    checks.append(
+        check(
+            "SGD: test loss at t_max / its minimum (overfitting under way, > 1)",
+            test_final["sgd"] / test_min["sgd"],
+            1.0,
+            ">",
+        )
+    )
     for better, worse in (("sqrt-ngd", "ngd"), ("sqrt-ngd-d", "ngd-d"), ("sgd", "ngd")):
         ratio = test_min[better] / test_min[worse]
         checks.append(check(f"min test loss: {LABELS[better]} / {LABELS[worse]} (< 1)", ratio, 1.0, "<"))
@@ -378,17 +517,39 @@ def fig3(*, fast: bool, seed: int) -> Reproduction:
     resolved = s_data >= 1e-2 * s_data[0]
     for r in ("ngd", "ngd-d"):
         h = half[r][resolved]
-        checks.append(check(f"{LABELS[r]}: all {h.size} modes with s_k >= 1% s_1 at once: max/min half time",
-                            h.max() / h.min(), 1.05))  # fmt: skip
+        checks.append(
+            check(
+                f"{LABELS[r]}: all {h.size} modes with s_k >= 1% s_1 at once: max/min half time",
+                h.max() / h.min(),
+                1.05,
+            )
+        )
     for r in ("sgd", "sqrt-ngd", "sqrt-ngd-d"):
         h = np.where(np.isfinite(half[r]), half[r], t_max.get(r, default_t_max))  # never: at least t_max
-        checks.append(check(f"{LABELS[r]}: strong modes first: min t_half(k+1)/t_half(k), signal modes",
-                            np.min(h[1:rank] / h[: rank - 1]), 1.0, ">"))  # fmt: skip
-        checks.append(check(f"{LABELS[r]}: noise after signal: t_half(first noise; t_max if never) / "
-                            "t_half(last signal)",
-                            h[rank] / h[rank - 1], 2.0, ">"))  # fmt: skip
-    checks.append(check("early stopping: t(min test) sqrt-NGD / SGD (< 0.1)", t_test_min["sqrt-ngd"] /
-                        t_test_min["sgd"], 0.1, "<"))  # fmt: skip
+        checks.append(
+            check(
+                f"{LABELS[r]}: strong modes first: min t_half(k+1)/t_half(k), signal modes",
+                np.min(h[1:rank] / h[: rank - 1]),
+                1.0,
+                ">",
+            )
+        )
+        checks.append(
+            check(
+                f"{LABELS[r]}: noise after signal: t_half(first noise; t_max if never) / t_half(last signal)",
+                h[rank] / h[rank - 1],
+                2.0,
+                ">",
+            )
+        )
+    checks.append(
+        check(
+            "early stopping: t(min test) sqrt-NGD / SGD (< 0.1)",
+            t_test_min["sqrt-ngd"] / t_test_min["sgd"],
+            0.1,
+            "<",
+        )
+    )
 
     fig, axes = new_figure(2, 5, panel_size=(3.4, 3.1))
     ax = axes[0, 0]
@@ -407,18 +568,25 @@ def fig3(*, fast: bool, seed: int) -> Reproduction:
     for r in RULES:
         ax.plot(idx, half[r], "o-", color=_COLORS[r], ms=3, label=LABELS[r])
     ax.axvline(rank + 0.5, color="k", lw=0.6, ls=":")
-    ax.set(xlabel="mode k (signal | noise)", ylabel="time to half strength", yscale="log",
-           title="mode half-times")  # fmt: skip
+    ax.set(
+        xlabel="mode k (signal | noise)",
+        ylabel="time to half strength",
+        yscale="log",
+        title="mode half-times",
+    )
     ax.legend(fontsize=6)
     axes[0, 4].axis("off")
     axes[0, 4].text(
-        0.0, 0.98,
+        0.0,
+        0.98,
         f"rank-{rank} teacher (3, 2, 1), SNR {snr:g}\nd = {depth}, N = {width}, P = {width} samples\n"
         f"init: largest s.v. {init_scale:g} per layer\nexact pseudo-inverse flows, no damping\n"
         f"stop: train excess <= {loss_tol:g} x initial\n"
         f"t_max: SGD {t_max['sgd']:g}, others {default_t_max:g}",
-        fontsize=8, va="top", transform=axes[0, 4].transAxes,
-    )  # fmt: skip
+        fontsize=8,
+        va="top",
+        transform=axes[0, 4].transAxes,
+    )
     draw_modes(axes[1], ordered, max_modes=width)
     for ax, r in zip(axes[1], RULES, strict=True):
         ax.set_title(f"(D) {LABELS[r]}", fontsize=9)
@@ -428,17 +596,37 @@ def fig3(*, fast: bool, seed: int) -> Reproduction:
     arrays = {"data_singular_values": s_data}
     for r in RULES:
         tr = trajs[r]
-        arrays.update({f"{r}_times": tr.times, f"{r}_train_loss": tr.train_loss,
-                       f"{r}_test_loss": tr.test_loss, f"{r}_mode_strengths": tr.mode_strengths,
-                       f"{r}_half_times": half[r]})  # fmt: skip
+        arrays.update(
+            {
+                f"{r}_times": tr.times,
+                f"{r}_train_loss": tr.train_loss,
+                f"{r}_test_loss": tr.test_loss,
+                f"{r}_mode_strengths": tr.mode_strengths,
+                f"{r}_half_times": half[r],
+            }
+        )
     settings = {
-        "width": width, "depth": depth, "rank": rank, "teacher_spectrum": [3.0, 2.0, 1.0], "snr": snr,
-        "samples": width, "test_samples": 1000, "init": "small", "init_largest_singular_value": init_scale,
-        "seed": seed, "loss_tol": loss_tol, "t_max": {r: t_max.get(r, default_t_max) for r in RULES},
-        "saves": saves, "solver": "Tsit5, PID rtol 1e-8 atol 1e-10",
-        "irreducible_loss": float(data.irreducible_loss), "noise_std": data.noise_std,
-        "test_loss_min": test_min, "t_test_loss_min": t_test_min, "test_loss_final": test_final,
-        "test_loss_least_squares": test_ls, "half_times": half,
+        "width": width,
+        "depth": depth,
+        "rank": rank,
+        "teacher_spectrum": [3.0, 2.0, 1.0],
+        "snr": snr,
+        "samples": width,
+        "test_samples": 1000,
+        "init": "small",
+        "init_largest_singular_value": init_scale,
+        "seed": seed,
+        "loss_tol": loss_tol,
+        "t_max": {r: t_max.get(r, default_t_max) for r in RULES},
+        "saves": saves,
+        "solver": "Tsit5, PID rtol 1e-8 atol 1e-10",
+        "irreducible_loss": float(data.irreducible_loss),
+        "noise_std": data.noise_std,
+        "test_loss_min": test_min,
+        "t_test_loss_min": t_test_min,
+        "test_loss_final": test_final,
+        "test_loss_least_squares": test_ls,
+        "half_times": half,
         "stopped_early": {r: trajs[r].stopped_early for r in RULES},
         "deviation_from_paper": "continuous-time flows (eta = 1) with the exact Moore-Penrose pseudo-inverse "
         "of H+ (NGD) and its square root (sqrt-NGD); the paper used discrete steps, Levenberg-Marquardt "
@@ -447,7 +635,7 @@ def fig3(*, fast: bool, seed: int) -> Reproduction:
         "t = 1e4 at N = 16; implicit solvers with the dense P x P Jacobian are slower still), so SGD "
         "stops at t_max (1e4, fast 3e3) before converging; its checks are the early-stopping claims.",
         "fast": "width N = P = 8 instead of 16, SGD t_max 3e3 instead of 1e4" if fast else None,
-    }  # fmt: skip
+    }
     return Reproduction("curvature-fig3", fig, checks, settings, arrays)
 
 
@@ -481,23 +669,38 @@ def fig_s1(*, fast: bool, seed: int) -> Reproduction:
         for rule in RULES:
             q, _ = _rule_q(rule)
             theory = analytic.scaling_exponents(depth, q)
-            bal = analytic.measure_scaling(rule, depth=depth, scales=scales, width=width, init="balanced",
-                                           key=jr.fold_in(base_key, 1000 + depth))  # fmt: skip
+            bal = analytic.measure_scaling(
+                rule,
+                depth=depth,
+                scales=scales,
+                width=width,
+                init="balanced",
+                key=jr.fold_in(base_key, 1000 + depth),
+            )
             xav = [
-                analytic.measure_scaling(rule, depth=depth, scales=scales, width=width, init="xavier",
-                                         key=jr.fold_in(base_key, 100 * depth + s))
+                analytic.measure_scaling(
+                    rule,
+                    depth=depth,
+                    scales=scales,
+                    width=width,
+                    init="xavier",
+                    key=jr.fold_in(base_key, 100 * depth + s),
+                )
                 for s in range(n_xavier)
-            ]  # fmt: skip
+            ]
             label = f"{LABELS[rule]}, d = {depth}"
-            err_bal = max(abs(bal["update_exponent"] - theory["update"]),
-                          abs(bal["loss_rate_exponent"] - theory["loss_rate"]))  # fmt: skip
+            err_bal = max(
+                abs(bal["update_exponent"] - theory["update"]),
+                abs(bal["loss_rate_exponent"] - theory["loss_rate"]),
+            )
             err_xav = max(
                 max(abs(m["update_exponent"] - theory["update"]) for m in xav),
                 max(abs(m["loss_rate_exponent"] - theory["loss_rate"]) for m in xav),
             )
             checks.append(check(f"{label}: balanced, max |fitted - S.I.16/17 exponent|", err_bal, 1e-6))
-            checks.append(check(f"{label}: Xavier ({n_xavier} seeds), max |fitted - S.I.16/17 exponent|",
-                                err_xav, 0.05))  # fmt: skip
+            checks.append(
+                check(f"{label}: Xavier ({n_xavier} seeds), max |fitted - S.I.16/17 exponent|", err_xav, 0.05)
+            )
             fits[f"{rule}_d{depth}"] = {
                 "theory": theory,
                 "balanced": [bal["update_exponent"], bal["loss_rate_exponent"]],
@@ -509,22 +712,38 @@ def fig_s1(*, fast: bool, seed: int) -> Reproduction:
                 # geometric mean and s.d.: NGD-d's update sizes over seeds are heavy-tailed
                 log_v = np.log(xv)
                 mean, spread = np.exp(log_v.mean(axis=0)), np.exp(log_v.std(axis=0))
-                ax.errorbar(scales, mean, yerr=[mean - mean / spread, mean * spread - mean], fmt="o-",
-                            color=_COLORS[rule], ms=3, lw=1, capsize=2,
-                            label=f"{LABELS[rule]} (Xavier)" if col == 0 else None)  # fmt: skip
-                ax.plot(scales, bal[quantity], ":", color=_COLORS[rule], lw=2.2,
-                        label=f"{LABELS[rule]} balanced" if col == 0 else None)  # fmt: skip
+                ax.errorbar(
+                    scales,
+                    mean,
+                    yerr=[mean - mean / spread, mean * spread - mean],
+                    fmt="o-",
+                    color=_COLORS[rule],
+                    ms=3,
+                    lw=1,
+                    capsize=2,
+                    label=f"{LABELS[rule]} (Xavier)" if col == 0 else None,
+                )
+                ax.plot(
+                    scales,
+                    bal[quantity],
+                    ":",
+                    color=_COLORS[rule],
+                    lw=2.2,
+                    label=f"{LABELS[rule]} balanced" if col == 0 else None,
+                )
                 arrays[f"{rule}_d{depth}_{quantity}_balanced"] = bal[quantity]
                 arrays[f"{rule}_d{depth}_{quantity}_xavier"] = xv
             arrays[f"{rule}_d{depth}_theory"] = np.array([theory["update"], theory["loss_rate"]])
         # the paper's block-diagonal remarks, on the Xavier means
         ratio_ngd = np.mean(arrays[f"ngd-d_d{depth}_update_xavier"] / arrays[f"ngd_d{depth}_update_xavier"])
-        checks.append(check(f"d = {depth}: NGD-d / NGD parameter update size (Xavier mean, > 1)", ratio_ngd,
-                            1.0, ">"))  # fmt: skip
+        checks.append(
+            check(f"d = {depth}: NGD-d / NGD parameter update size (Xavier mean, > 1)", ratio_ngd, 1.0, ">")
+        )
         bal_d, bal_full = (arrays[f"{r}_d{depth}_update_balanced"] for r in ("sqrt-ngd-d", "sqrt-ngd"))
         same = np.abs(bal_d / bal_full - 1).max()
-        checks.append(check(f"d = {depth}: balanced sqrt-NGD-d vs sqrt-NGD update, max relative difference",
-                            same, 1e-8))  # fmt: skip
+        checks.append(
+            check(f"d = {depth}: balanced sqrt-NGD-d vs sqrt-NGD update, max relative difference", same, 1e-8)
+        )
         axes[0, col].set_title(f"d = {depth}", fontsize=10)
     from matplotlib.ticker import NullFormatter
 
@@ -541,10 +760,15 @@ def fig_s1(*, fast: bool, seed: int) -> Reproduction:
         fontsize=10,
     )
     settings = {
-        "depths": list(depths), "width": width, "scales": scales, "xavier_seeds": n_xavier, "seed": seed,
-        "task": "random full-rank teacher, whitened inputs (analytic.measure_scaling)", "fits": fits,
+        "depths": list(depths),
+        "width": width,
+        "scales": scales,
+        "xavier_seeds": n_xavier,
+        "seed": seed,
+        "task": "random full-rank teacher, whitened inputs (analytic.measure_scaling)",
+        "fits": fits,
         "fast": "width 4, 5 scales, 3 Xavier seeds (default: width 6, 8 scales, 10 seeds)" if fast else None,
-    }  # fmt: skip
+    }
     return Reproduction("curvature-figS1", fig, checks, settings, arrays)
 
 
@@ -585,13 +809,18 @@ def fig_s2(*, fast: bool, seed: int) -> Reproduction:
     for col, rule in enumerate(RULES):
         traj = simulate(net, rule, task, t1, saveat=diffrax.SaveAt(ts=ts))
         ws = traj.weights
-        cs = [np.einsum("tij,tkj->tik", ws[i], ws[i]) - np.einsum("tji,tjk->tik", ws[i + 1], ws[i + 1])
-              for i in range(depth - 1)]  # fmt: skip
+        cs = [
+            np.einsum("tij,tkj->tik", ws[i], ws[i]) - np.einsum("tji,tjk->tik", ws[i + 1], ws[i + 1])
+            for i in range(depth - 1)
+        ]
         drift = traj.conservation_drift
         balance = np.array([imbalance(tuple(w[k] for w in ws)) for k in range(0, traj.times.size, 10)])
-        summary[rule] = {"max_drift": float(drift.max()), "imbalance_initial": float(balance[0]),
-                         "imbalance_final": float(imbalance(tuple(w[-1] for w in ws))),
-                         "loss_final": float(traj.loss[-1])}  # fmt: skip
+        summary[rule] = {
+            "max_drift": float(drift.max()),
+            "imbalance_initial": float(balance[0]),
+            "imbalance_final": float(imbalance(tuple(w[-1] for w in ws))),
+            "loss_final": float(traj.loss[-1]),
+        }
         ax = axes[0, col]
         for i, (w, c) in enumerate(zip(ws, ("tab:blue", "tab:orange", "tab:green"), strict=True)):
             ax.plot(traj.times, w.reshape(w.shape[0], -1), color=c, lw=1, label=f"W_{i + 1}")
@@ -605,21 +834,45 @@ def fig_s2(*, fast: bool, seed: int) -> Reproduction:
         )
         ax.semilogy(traj.times[::10], balance, "o", color="tab:gray", ms=2.5, label="imbalance")
         ax.set(xlabel="time t", ylim=(1e-12, 10.0))
-        arrays.update({f"{rule}_drift": drift, f"{rule}_loss": traj.loss,
-                       **{f"{rule}_W{i + 1}": w for i, w in enumerate(ws)},
-                       **{f"{rule}_C{i + 1}": c for i, c in enumerate(cs)}})  # fmt: skip
+        arrays.update(
+            {
+                f"{rule}_drift": drift,
+                f"{rule}_loss": traj.loss,
+                **{f"{rule}_W{i + 1}": w for i, w in enumerate(ws)},
+                **{f"{rule}_C{i + 1}": c for i, c in enumerate(cs)},
+            }
+        )
     for rule in ("sgd", "ngd", "sqrt-ngd"):
-        checks.append(check(f"{LABELS[rule]}: max_t max_i ||C_i(t) - C_i(0)||_F (conserved)",
-                            summary[rule]["max_drift"], 1e-7))  # fmt: skip
-    checks.append(check("NGD-d: max_t max_i ||C_i(t) - C_i(0)||_F (broken)", summary["ngd-d"]["max_drift"],
-                        0.1, ">"))  # fmt: skip
-    checks.append(check("sqrt-NGD-d: max drift (also broken, > 1e-3)", summary["sqrt-ngd-d"]["max_drift"],
-                        1e-3, ">"))  # fmt: skip
+        checks.append(
+            check(
+                f"{LABELS[rule]}: max_t max_i ||C_i(t) - C_i(0)||_F (conserved)",
+                summary[rule]["max_drift"],
+                1e-7,
+            )
+        )
+    checks.append(
+        check("NGD-d: max_t max_i ||C_i(t) - C_i(0)||_F (broken)", summary["ngd-d"]["max_drift"], 0.1, ">")
+    )
+    checks.append(
+        check("sqrt-NGD-d: max drift (also broken, > 1e-3)", summary["sqrt-ngd-d"]["max_drift"], 1e-3, ">")
+    )
     imb = {r: summary[r]["imbalance_final"] for r in RULES}
-    checks.append(check("final imbalance: NGD-d / NGD (NGD-d unbalances the layers, > 10)",
-                        imb["ngd-d"] / imb["ngd"], 10.0, ">"))  # fmt: skip
-    checks.append(check("final imbalance: NGD-d / sqrt-NGD-d (sqrt-NGD-d stays closer to balance, > 2)",
-                        imb["ngd-d"] / imb["sqrt-ngd-d"], 2.0, ">"))  # fmt: skip
+    checks.append(
+        check(
+            "final imbalance: NGD-d / NGD (NGD-d unbalances the layers, > 10)",
+            imb["ngd-d"] / imb["ngd"],
+            10.0,
+            ">",
+        )
+    )
+    checks.append(
+        check(
+            "final imbalance: NGD-d / sqrt-NGD-d (sqrt-NGD-d stays closer to balance, > 2)",
+            imb["ngd-d"] / imb["sqrt-ngd-d"],
+            2.0,
+            ">",
+        )
+    )
     for rule in RULES:
         checks.append(check(f"{LABELS[rule]}: final loss (converged)", summary[rule]["loss_final"], 1e-6))
     axes[0, 0].set_ylabel("weight entries")
@@ -633,10 +886,16 @@ def fig_s2(*, fast: bool, seed: int) -> Reproduction:
         fontsize=10,
     )
     settings = {
-        "width": width, "depth": depth, "t1": t1, "init": "small", "init_largest_singular_value": init_scale,
-        "teacher": "random_teacher(width, width), spectrum 2, 1; whitened inputs", "saves": saves,
-        "seed": seed, "summary": summary,
+        "width": width,
+        "depth": depth,
+        "t1": t1,
+        "init": "small",
+        "init_largest_singular_value": init_scale,
+        "teacher": "random_teacher(width, width), spectrum 2, 1; whitened inputs",
+        "saves": saves,
+        "seed": seed,
+        "summary": summary,
         "note": "the paper gives no sizes beyond the caption's '3-layer network (D = 2)'; read as depth 3, "
         "width 2. Fast and default differ only in the number of saves.",
-    }  # fmt: skip
+    }
     return Reproduction("curvature-figS2", fig, checks, settings, arrays)
