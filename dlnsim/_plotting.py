@@ -23,35 +23,40 @@ def _positive_time(tr: Trajectory):
     return keep, tr.times[keep]
 
 
+def draw_loss(ax_train, ax_test, trajectories: Sequence[Trajectory]) -> None:
+    """Draws task (or train) loss on ``ax_train`` and, if ``ax_test`` is given, the test loss with
+    a dot at its minimum (the early-stopping optimum); log-log axes, one colour per trajectory."""
+    for i, tr in enumerate(trajectories):
+        keep, t = _positive_time(tr)
+        loss = tr.train_loss if tr.train_loss is not None else tr.loss
+        ax_train.plot(t, np.maximum(loss[keep], 1e-300), color=_COLORS[i % 10], label=tr.rule)
+    ax_train.set(
+        xscale="log",
+        yscale="log",
+        xlabel="time t (units of 1/eta)",
+        ylabel="train loss" if ax_test is not None else "loss",
+    )
+    ax_train.legend(fontsize=8)
+    ax_train.grid(alpha=0.3, which="both")
+    if ax_test is None:
+        return
+    for i, tr in enumerate(trajectories):
+        if tr.test_loss is None:
+            continue
+        keep, t = _positive_time(tr)
+        ax_test.plot(t, tr.test_loss[keep], color=_COLORS[i % 10], label=tr.rule)
+        j = int(np.argmin(tr.test_loss))
+        ax_test.plot(tr.times[j], tr.test_loss[j], "o", color=_COLORS[i % 10], ms=4)
+    ax_test.set(xscale="log", yscale="log", xlabel="time t", ylabel="test loss (fresh samples)")
+    ax_test.set_title("dots: early-stopping optimum", fontsize=9)
+    ax_test.grid(alpha=0.3, which="both")
+
+
 def plot_loss(trajectories: Sequence[Trajectory], path: str, *, title: str | None = None) -> None:
     """Task loss (and train/test loss where the task has data) against time, log-log axes."""
     has_test = any(tr.test_loss is not None for tr in trajectories)
     fig, axes = plt.subplots(1, 2 if has_test else 1, figsize=(11 if has_test else 6, 4), squeeze=False)
-    ax = axes[0, 0]
-    for i, tr in enumerate(trajectories):
-        keep, t = _positive_time(tr)
-        loss = tr.train_loss if tr.train_loss is not None else tr.loss
-        ax.plot(t, np.maximum(loss[keep], 1e-300), color=_COLORS[i % 10], label=tr.rule)
-    ax.set(
-        xscale="log",
-        yscale="log",
-        xlabel="time t (units of 1/eta)",
-        ylabel="train loss" if has_test else "loss",
-    )
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3, which="both")
-    if has_test:
-        ax = axes[0, 1]
-        for i, tr in enumerate(trajectories):
-            if tr.test_loss is None:
-                continue
-            keep, t = _positive_time(tr)
-            ax.plot(t, tr.test_loss[keep], color=_COLORS[i % 10], label=tr.rule)
-            j = int(np.argmin(tr.test_loss))
-            ax.plot(tr.times[j], tr.test_loss[j], "o", color=_COLORS[i % 10], ms=4)
-        ax.set(xscale="log", yscale="log", xlabel="time t", ylabel="test loss (fresh samples)")
-        ax.set_title("dots: early-stopping optimum", fontsize=9)
-        ax.grid(alpha=0.3, which="both")
+    draw_loss(axes[0, 0], axes[0, 1] if has_test else None, trajectories)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -59,27 +64,16 @@ def plot_loss(trajectories: Sequence[Trajectory], path: str, *, title: str | Non
     plt.close(fig)
 
 
-def plot_modes(
+def draw_modes(
+    axes,
     trajectories: Sequence[Trajectory],
-    path: str,
     *,
     max_modes: int = 8,
-    title: str | None = None,
     theory: Sequence[ModeComparison | None] | None = None,
 ) -> None:
-    """Map strength u_k^T W Sigma_x v_k of the strongest data modes, one panel per rule.
-
-    Dashed lines mark each mode's target s_k; dots mark the time a mode reaches half of it.
-    ``theory`` (one :class:`ModeComparison` or None per trajectory) overlays the integrated
-    singular-mode ODEs as black dotted lines.
-    """
-    n = len(trajectories)
-    cols = min(n, 3)
-    rows = -(-n // cols)
-    width = max(4.2 * cols, 6.0)
-    fig, axes = plt.subplots(rows, cols, figsize=(width, 3.4 * rows + 0.4), squeeze=False, sharey=True)
-    theory = [None] * n if theory is None else list(theory)
-    for ax, tr, th in zip(axes.ravel(), trajectories, theory, strict=False):
+    """Draws each trajectory's mode strengths on its own axis of ``axes`` (see :func:`plot_modes`)."""
+    theory = [None] * len(trajectories) if theory is None else list(theory)
+    for ax, tr, th in zip(axes, trajectories, theory, strict=False):
         keep, t = _positive_time(tr)
         half = tr.half_times()
         for k in range(min(max_modes, tr.mode_targets.size)):
@@ -102,6 +96,28 @@ def plot_modes(
             )
         ax.set(xscale="log", xlabel="time t", title=tr.rule)
         ax.grid(alpha=0.3, which="both")
+
+
+def plot_modes(
+    trajectories: Sequence[Trajectory],
+    path: str,
+    *,
+    max_modes: int = 8,
+    title: str | None = None,
+    theory: Sequence[ModeComparison | None] | None = None,
+) -> None:
+    """Map strength u_k^T W Sigma_x v_k of the strongest data modes, one panel per rule.
+
+    Dashed lines mark each mode's target s_k; dots mark the time a mode reaches half of it.
+    ``theory`` (one :class:`ModeComparison` or None per trajectory) overlays the integrated
+    singular-mode ODEs as black dotted lines.
+    """
+    n = len(trajectories)
+    cols = min(n, 3)
+    rows = -(-n // cols)
+    width = max(4.2 * cols, 6.0)
+    fig, axes = plt.subplots(rows, cols, figsize=(width, 3.4 * rows + 0.4), squeeze=False, sharey=True)
+    draw_modes(axes.ravel(), trajectories, max_modes=max_modes, theory=theory)
     for ax in axes.ravel()[n:]:
         ax.axis("off")
     axes[0, 0].set_ylabel("mode strength  u_k^T W Sigma_x v_k")
@@ -141,22 +157,19 @@ def plot_sweep(result: TrajectoryBatch, path: str, *, title: str | None = None) 
     plt.close(fig)
 
 
-def plot_phase_portraits(
+def draw_phase_portraits(
+    axes,
     fields: Sequence[tuple[str, ModeVectorField]],
-    path: str,
     *,
     sigma_star: float = 1.0,
     start: tuple[float, float] = (0.25, 1.3),
     t1: float = 4.0,
     marker_times: Sequence[float] = (0.25, 0.5, 1.0, 2.0),
-) -> dict:
-    """Phase portraits of one singular mode of a d = 2 net in the (sigma_1, sigma_2) plane.
+) -> tuple[dict, np.ndarray, list[np.ndarray]]:
+    """Draws one phase portrait per field on ``axes`` (see :func:`plot_phase_portraits`).
 
-    Huh 2020, Fig. 1: the displacement-normalised vector field [sigma_1', sigma_2'] / |sigma_Delta|,
-    contour lines sigma_1 sigma_2 = const (the optimum sigma_1 sigma_2 = sigma* in black), the rule's
-    invariant paths (red: hyperbolas for full rules, rays for NGD-d, parallel lines for
-    sqrt-NGD-d), one trajectory from ``start`` and red dots at ``marker_times``. Returns, per
-    rule, the map sigma_1 sigma_2 at the marker times.
+    Returns the per-rule marker summary, the save times and each rule's integrated path
+    (shape (T, 2)) of the singular-mode ODE.
     """
     import diffrax
     import jax.numpy as jnp
@@ -180,10 +193,8 @@ def plot_phase_portraits(
     s1, s2 = np.meshgrid(grid, grid)
     fine = np.linspace(hi / 200, hi, 200)
     f1, f2 = np.meshgrid(fine, fine)
-    n = len(fields)
-    fig, axes = plt.subplots(1, n, figsize=(3.4 * n, 3.6), squeeze=False)
     out = {}
-    for ax, (label, field), path_ in zip(axes[0], fields, paths, strict=True):
+    for ax, (label, field), path_ in zip(axes, fields, paths, strict=True):
         vel = np.asarray(field(0.0, jnp.stack([jnp.asarray(s1), jnp.asarray(s2)]), sigma_star))
         disp = np.abs(s1 * s2 - sigma_star)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -208,6 +219,31 @@ def plot_phase_portraits(
             "map_at_markers": (path_[marks, 0] * path_[marks, 1]).tolist(),
             "end": path_[-1].tolist(),
         }
+    return out, ts, paths
+
+
+def plot_phase_portraits(
+    fields: Sequence[tuple[str, ModeVectorField]],
+    path: str,
+    *,
+    sigma_star: float = 1.0,
+    start: tuple[float, float] = (0.25, 1.3),
+    t1: float = 4.0,
+    marker_times: Sequence[float] = (0.25, 0.5, 1.0, 2.0),
+) -> dict:
+    """Phase portraits of one singular mode of a d = 2 net in the (sigma_1, sigma_2) plane.
+
+    Huh 2020, Fig. 1: the displacement-normalised vector field [sigma_1', sigma_2'] / |sigma_Delta|,
+    contour lines sigma_1 sigma_2 = const (the optimum sigma_1 sigma_2 = sigma* in black), the rule's
+    invariant paths (red: hyperbolas for full rules, rays for NGD-d, parallel lines for
+    sqrt-NGD-d), one trajectory from ``start`` and red dots at ``marker_times``. Returns, per
+    rule, the map sigma_1 sigma_2 at the marker times.
+    """
+    n = len(fields)
+    fig, axes = plt.subplots(1, n, figsize=(3.4 * n, 3.6), squeeze=False)
+    out, _, _ = draw_phase_portraits(
+        axes[0], fields, sigma_star=sigma_star, start=start, t1=t1, marker_times=marker_times
+    )
     axes[0, 0].set_ylabel("sigma_2")
     fig.suptitle(
         f"one mode of a d = 2 net, sigma* = {sigma_star:g}: normalised field, contours sigma_1 sigma_2, "
@@ -220,4 +256,12 @@ def plot_phase_portraits(
     return out
 
 
-__all__ = ["plot_loss", "plot_modes", "plot_phase_portraits", "plot_sweep"]
+__all__ = [
+    "draw_loss",
+    "draw_modes",
+    "draw_phase_portraits",
+    "plot_loss",
+    "plot_modes",
+    "plot_phase_portraits",
+    "plot_sweep",
+]
