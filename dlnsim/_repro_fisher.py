@@ -124,7 +124,7 @@ def fig1a(*, fast: bool, seed: int) -> Reproduction:
         ylabel="training loss",
         title=f"Fig. 1(a): BD-NGD, L={depth}, M={widths[-1]}, digits 0 vs 7, N={samples}",
     )
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=7, loc="lower right")
     ax = axes[0, 1]
     for i in range(seeds):
         ax.plot(widths, dev[:, i], "o", color="C1", alpha=0.5, label="seeds" if i == 0 else None)
@@ -505,7 +505,7 @@ def fig3(*, fast: bool, seed: int) -> Reproduction:
         logx=True,
         title=f"Fig. 3: ReLU L={depth}, Gaussian inputs M0={input_dim}, N={samples}, rho=1e-12",
     )
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="center right")
     med = np.median(cond, axis=2)  # (fisher, width)
     idx = {name: b for b, name in enumerate(FIG3_FISHERS)}
     checks = [
@@ -515,7 +515,7 @@ def fig3(*, fast: bool, seed: int) -> Reproduction:
             1e-3,
         ),
         check(
-            f"unit-wise: condition number - 1 at M={widths[-1]}", float(med[idx["unit-wise"], -1] - 1.0), 0.5
+            f"unit-wise: condition number - 1 at M={widths[-1]}", float(med[idx["unit-wise"], -1] - 1.0), 0.15
         ),
         check(
             f"unit-wise: condition number - 1 shrinks M={widths[0]} -> {widths[-1]} (ratio)",
