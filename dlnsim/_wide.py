@@ -1016,6 +1016,15 @@ def task_loss(f, y, loss: str = "mse"):
     return 0.5 * jnp.mean(jnp.sum((f - y) ** 2, axis=-1))
 
 
+@eqx.filter_jit
+def _train_step(opt: NGD, mlp: MLP, state: NGDState, x, y, x_test):
+    """One full-batch NGD step and the new outputs; compiled once per optimiser and shapes (the
+    optimiser, a frozen dataclass, is a static argument), so repeated runs and seeds reuse it."""
+    upd, state = opt.update(mlp, x, y, state)
+    mlp = eqx.apply_updates(mlp, upd)
+    return mlp, state, mlp(x), mlp(x_test)
+
+
 def train(mlp: MLP, task: WideTask, optimizer: NGD, steps: int) -> TrainResult:
     """Runs ``steps`` NGD steps on the whole training set (full batch) and records f on train/test."""
     steps = _check_count("steps", steps, low=0)
@@ -1023,16 +1032,9 @@ def train(mlp: MLP, task: WideTask, optimizer: NGD, steps: int) -> TrainResult:
     lr = optimizer.resolve_learning_rate(mlp, task.n_samples)
     opt = NGD(optimizer.fisher, lr, optimizer.forster)
     loss = optimizer.fisher.loss
-
-    @eqx.filter_jit
-    def step(m, s):
-        upd, s = opt.update(m, task.x_train, task.y_train, s)
-        m = eqx.apply_updates(m, upd)
-        return m, s, m(task.x_train), m(task.x_test)
-
     ftr, fte = [np.asarray(mlp(task.x_train))], [np.asarray(mlp(task.x_test))]
     for _ in range(steps):
-        mlp, state, a, b = step(mlp, state)
+        mlp, state, a, b = _train_step(opt, mlp, state, task.x_train, task.y_train, task.x_test)
         ftr.append(np.asarray(a))
         fte.append(np.asarray(b))
     ftr, fte = np.stack(ftr), np.stack(fte)

@@ -1,0 +1,62 @@
+"""Karakida & Osawa 2020 reproductions: every id at --fast size passes its checks and writes its files."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dlnsim import experiments
+from dlnsim._repro_fisher import _alpha_s156, _pinv_alpha
+
+ROOT = Path(__file__).resolve().parents[1]
+IDS = ("fisher-fig1a", "fisher-fig1b", "fisher-fig2", "fisher-fig3", "fisher-figS1", "fisher-figS2")
+
+
+_FAST = {}  # id -> the --fast Reproduction, reused to check determinism without another run
+
+
+@pytest.mark.parametrize("id", IDS)
+def test_fast_reproduction_passes(id, tmp_path):
+    rep = experiments.reproduce(id, fast=True, seed=0, out=tmp_path / id)
+    _FAST[id] = rep
+    assert rep.passed, [str(c) for c in rep.failed]
+    assert sorted(p.name for p in (tmp_path / id).iterdir()) == [
+        "data.npz", "figure.pdf", "figure.png", "metrics.json",
+    ]  # fmt: skip
+    m = json.loads((tmp_path / id / "metrics.json").read_text())
+    assert m["passed"] and m["fast"] and len(m["checks"]) == len(rep.checks) >= 4
+    assert experiments.EXPERIMENTS[id].source.startswith("Karakida & Osawa 2020")
+
+
+def test_tridiagonal_limit_alpha():
+    # 1^T Sigma^+ 1: s for L = 3s, s + 1 for L = 3s + 1 (Lemma 4.3); L = 3s + 2 is singular with 1 orthogonal
+    # to its null vector (1, -1, 0, 1, -1, ...), so the pseudo-inverse value is finite (2 for L = 5)
+    assert _pinv_alpha(3)[0] == pytest.approx(1.0) and _pinv_alpha(4)[0] == pytest.approx(2.0)
+    alpha, eig, overlap = _pinv_alpha(5)
+    assert alpha == pytest.approx(2.0) and eig < 1e-12 and overlap < 1e-12
+    assert _pinv_alpha(6)[1] > 0.1
+
+
+def test_s156_relu_and_large_shift():
+    q = [0.53, 1.0, 1.0]
+    # relu (s = 0): half of each hidden layer is active; s -> inf: all of them (per M, plus 1/M output)
+    assert _alpha_s156(0.0, 100, q) == pytest.approx(1.0 + 0.01)
+    assert _alpha_s156(50.0, 100, q) == pytest.approx(2.0 + 0.01)
+
+
+def test_example_script_runs_one_cheap_figure(tmp_path):
+    spec = importlib.util.spec_from_file_location(
+        "reproduce_fisher", ROOT / "examples" / "reproduce_fisher.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    res = module.main(tmp_path, fast=True, ids=["fisher-fig2"])
+    rep = res["fisher-fig2"]
+    assert rep.passed and (tmp_path / "fisher-fig2" / "figure.png").exists()
+    if "fisher-fig2" in _FAST:  # the same seed gives the same numbers
+        first = _FAST["fisher-fig2"]
+        assert [c.value for c in rep.checks] == [c.value for c in first.checks]
+        for k in first.arrays:
+            np.testing.assert_array_equal(rep.arrays[k], first.arrays[k])
