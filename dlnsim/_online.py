@@ -167,11 +167,12 @@ def _batch_loss(weights, activation, bias, precision, x, y):
 def _precision_and_factor(output_cov, n_out: int, dtype):
     """Sigma~^-1 and C with C C^T = Sigma~^-1 (so xi C^T has covariance Sigma~^-1 for xi ~ N(0, I))."""
     if output_cov is None:
-        eye = jnp.eye(n_out, dtype=dtype)
+        eye = np.eye(n_out, dtype=dtype)
         return eye, eye
-    precision = jnp.linalg.inv(jnp.asarray(output_cov, dtype=dtype))
+    xp = jnp if isinstance(output_cov, jax.Array) else np  # numpy: no compilation for constants
+    precision = xp.linalg.inv(xp.asarray(output_cov, dtype=dtype))
     precision = 0.5 * (precision + precision.T)
-    return precision, jnp.linalg.cholesky(precision)
+    return precision, xp.linalg.cholesky(precision)
 
 
 def minibatch_natural_gradient(net: FeedforwardNet, x, y, noise, *, damping=0.0, output_cov=None, rcond=None):
@@ -368,9 +369,10 @@ def _run(method, static, steps, record_every, weights, lam0, lr, key, x_train, y
     return ws, saved, lams.reshape(-1), rhos.reshape(-1)
 
 
-def _record_losses(static, records, x_train, y_train, x_test, y_test):
-    """The loss of eq. 6 on the training and test sets at every recorded state (one at a time)."""
+def _record_losses(static, initial, records, x_train, y_train, x_test, y_test):
+    """The loss of eq. 6 on the training and test sets at the initial and every recorded state."""
     activation, bias, _, precision, _ = static
+    records = jax.tree.map(lambda w0, r: jnp.concatenate([w0[None], r]), initial, records)
 
     def both(ws):
         train = _batch_loss(ws, activation, bias, precision, x_train, y_train)
@@ -451,8 +453,7 @@ def train(
     ws, records, lams, rhos = jax.block_until_ready(compiled(*args))
     seconds = time.perf_counter() - t1
     # the losses are evaluated after the timed run, so the wall time counts the updates only
-    records = jax.tree.map(lambda w0, r: jnp.concatenate([w0[None], r]), net.weights, records)
-    train_loss, test_loss = jax.jit(partial(_record_losses, static))(records, *data)
+    train_loss, test_loss = jax.jit(partial(_record_losses, static))(net.weights, records, *data)
     examples = np.arange(steps // record_every + 1) * record_every * method.batch_size
     final = FeedforwardNet.from_weights(ws, activation=net.activation, bias=net.bias)
     return OnlineRun(
