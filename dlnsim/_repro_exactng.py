@@ -18,7 +18,7 @@ from ._online import FeedforwardNet, OnlineNGD, OnlineRun, OnlineSGD, sgd_learni
 from ._tasks import correlated_input_cov
 
 SOURCE = "Bernacchia et al. 2018, Fig. 1"
-SGD_RATES = (0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28)
+SGD_RATES = tuple(0.000625 * 2.0**k for k in range(12))  # 0.000625 ... 1.28
 NGD_COLOR, SGD_COLOR = "tab:red", "black"
 
 
@@ -119,6 +119,7 @@ def _plot(axes, sgd, ngd, ngd_test, rate, grid, best, budget, *, min_loss, ylabe
         ax.set(yscale="log", ylabel=ylabel, xlim=(0, None))
         ax.grid(alpha=0.3, which="both")
     ax_ex.set_xlabel("training examples seen")
+    ax_ex.ticklabel_format(axis="x", style="sci", scilimits=(0, 0))
     ax_ex.legend(fontsize=8)
     ax_wc.set_xlabel("wall-clock time of the updates (s, 2-core CPU)")
     steps = np.arange(1, len(ngd.damping) + 1)
