@@ -244,7 +244,7 @@ def _run_linear(id: str, *, fast: bool, seed: int) -> Reproduction:
         budget,
         min_loss=min_loss,
         ylabel="test loss 1/2 <||y - W x||^2>",
-        grid_label=f"SGD training loss after {budget.examples:.0e} examples",
+        grid_label=f"SGD training loss after {budget.examples:.2g} examples",
     )
     size = "fast size: " if fast else ""
     fig.suptitle(
@@ -397,7 +397,7 @@ def run_fig1d(*, fast: bool, seed: int) -> Reproduction:
         budget,
         min_loss=None,
         ylabel="test reconstruction error 1/2 <||x - x_hat||^2>",
-        grid_label=f"SGD training error after {budget.examples:.0e} examples",
+        grid_label=f"SGD training error after {budget.examples:.2g} examples",
     )
     size = "fast size, " if fast else ""
     fig.suptitle(
