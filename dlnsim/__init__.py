@@ -21,6 +21,8 @@ from ._models import (
     conserved_quantities,
     network_map,
 )
+from ._online import FeedforwardNet, OnlineNGD, OnlineRun, OnlineSGD, sgd_learning_rate_search
+from ._online import train as train_online
 from ._rules import (
     RULES,
     BernacchiaFlow,
@@ -58,11 +60,15 @@ __all__ = [
     "BlockDiagonalGaussNewton",
     "DeepLinearNet",
     "DynamicsBlowUpError",
+    "FeedforwardNet",
     "GaussNewton",
     "GradientFlow",
     "INIT_SCHEMES",
     "ModeComparison",
     "NaturalGradientFlow",
+    "OnlineNGD",
+    "OnlineRun",
+    "OnlineSGD",
     "RULES",
     "RuleInfo",
     "StudentTeacherData",
@@ -80,9 +86,11 @@ __all__ = [
     "loss_gradient",
     "network_map",
     "random_teacher",
+    "sgd_learning_rate_search",
     "simulate",
     "simulate_discrete",
     "structurally_full_rank",
     "student_teacher",
+    "train_online",
     "vector_field",
 ]

@@ -67,6 +67,17 @@ def _pinv_psd_apply(m, x, shift: float, rcond: float | None):
     return psd_function_apply(m, x, 1.0, shift, rcond)
 
 
+def layer_natural_gradient(err_cov, cross, act_cov, shift: float, rcond: float | None = None):
+    """(<e e^T> + shift I)^+ <e x^T> (<x x^T> + shift I)^+: one layer's natural gradient without
+    the 1/d (Bernacchia et al. 2018, eq. 10; with shift = sqrt(lambda), eq. 20).
+
+    Shared by the continuous-time :class:`BernacchiaFlow` (population covariances) and the online
+    algorithm of ``dlnsim._online`` (minibatch estimates).
+    """
+    left = _pinv_psd_apply(err_cov, cross, shift, rcond)
+    return _pinv_psd_apply(act_cov, left.T, shift, rcond).T
+
+
 class BernacchiaFlow(eqx.Module):
     """Bernacchia et al. 2018, eq. 10 in continuous time with full-batch averages:
 
@@ -103,9 +114,7 @@ class BernacchiaFlow(eqx.Module):
             err_cov = b.T @ precision @ b
             act_cov = a @ task.input_cov @ a.T
             cross = b.T @ precision @ delta @ task.input_cov @ a.T
-            left = _pinv_psd_apply(err_cov, cross, shift, self.rcond)
-            update = _pinv_psd_apply(act_cov, left.T, shift, self.rcond).T
-            out.append(-update / len(weights))
+            out.append(-layer_natural_gradient(err_cov, cross, act_cov, shift, self.rcond) / len(weights))
         return tuple(out)
 
 
