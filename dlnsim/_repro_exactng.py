@@ -106,6 +106,38 @@ def _grid_check(best: int):
     )
 
 
+def _run_settings(budget, ngd, sgd, grid, rate, *, output_cov: str, criterion: str, paper_rate: float):
+    """The ``ngd`` and ``sgd`` entries of a Fig. 1 panel's settings: what each run used and cost."""
+    return {
+        "ngd": {
+            "learning_rate": 1.0,
+            "batch_size": budget.ngd_batch,
+            "model_samples_K": 1,
+            "initial_damping": 1.0,
+            "output_cov": output_cov,
+            "steps": budget.ngd_steps,
+            "seconds": ngd.seconds,
+            "compile_seconds": ngd.compile_seconds,
+            "final_damping": float(ngd.damping[-1]),
+            "min_damping": float(np.min(ngd.damping)),
+            "max_damping": float(np.max(ngd.damping)),
+        },
+        "sgd": {
+            "batch_size": budget.sgd_batch,
+            "steps": budget.sgd_steps,
+            "learning_rate_grid": list(SGD_RATES),
+            "grid_final_train_loss": grid,
+            "learning_rate": rate,
+            "grid_criterion": (
+                f"lowest whole-training-set {criterion} after the full SGD budget, same minibatches"
+            ),
+            "seconds": sgd.seconds,
+            "compile_seconds": sgd.compile_seconds,
+            "paper_learning_rate": paper_rate,
+        },
+    }
+
+
 def _plot(axes, sgd, ngd, ngd_test, rate, grid, best, budget, *, min_loss, ylabel, grid_label):
     """Loss against examples and wall-clock, the damping lambda_k and the SGD grid."""
     ax_ex, ax_wc, ax_lam, ax_grid = axes
@@ -264,30 +296,16 @@ def _run_linear(id: str, *, fast: bool, seed: int) -> Reproduction:
         "output_noise_cov": f"{NOISE_VAR:g} I",
         "init": "teacher and student: independent Glorot-normal nets, N(0, 2 / (n_in + n_out)), same widths",
         "examples_seen": budget.examples,
-        "ngd": {
-            "learning_rate": 1.0,
-            "batch_size": budget.ngd_batch,
-            "model_samples_K": 1,
-            "initial_damping": 1.0,
-            "output_cov": f"{NOISE_VAR:g} I (the data's Sigma~, as in eq. 6)",
-            "steps": budget.ngd_steps,
-            "seconds": ngd.seconds,
-            "compile_seconds": ngd.compile_seconds,
-            "final_damping": float(ngd.damping[-1]),
-            "min_damping": float(np.min(ngd.damping)),
-            "max_damping": float(np.max(ngd.damping)),
-        },
-        "sgd": {
-            "batch_size": budget.sgd_batch,
-            "steps": budget.sgd_steps,
-            "learning_rate_grid": list(SGD_RATES),
-            "grid_final_train_loss": grid,
-            "learning_rate": rate,
-            "grid_criterion": "lowest whole-training-set loss after the full SGD budget, same minibatches",
-            "seconds": sgd.seconds,
-            "compile_seconds": sgd.compile_seconds,
-            "paper_learning_rate": 0.02 if spec["panel"] == "C" else 0.08,
-        },
+        **_run_settings(
+            budget,
+            ngd,
+            sgd,
+            grid,
+            rate,
+            output_cov=f"{NOISE_VAR:g} I (the data's Sigma~, as in eq. 6)",
+            criterion="loss",
+            paper_rate=0.02 if spec["panel"] == "C" else 0.08,
+        ),  # fmt: skip
         "min_loss": min_loss,
         "min_loss_expected": 0.5 * widths[-1] * NOISE_VAR,
         f"examples_to_{LEVEL:g}x_min": {"ngd": ngd_reach, "sgd": sgd_reach},
@@ -417,30 +435,7 @@ def run_fig1d(*, fast: bool, seed: int) -> Reproduction:
         "fast": fast,
         "seed": seed,
         "examples_seen": budget.examples,
-        "ngd": {
-            "learning_rate": 1.0,
-            "batch_size": budget.ngd_batch,
-            "model_samples_K": 1,
-            "initial_damping": 1.0,
-            "output_cov": "I",
-            "steps": budget.ngd_steps,
-            "seconds": ngd.seconds,
-            "compile_seconds": ngd.compile_seconds,
-            "final_damping": float(ngd.damping[-1]),
-            "min_damping": float(np.min(ngd.damping)),
-            "max_damping": float(np.max(ngd.damping)),
-        },
-        "sgd": {
-            "batch_size": budget.sgd_batch,
-            "steps": budget.sgd_steps,
-            "learning_rate_grid": list(SGD_RATES),
-            "grid_final_train_loss": grid,
-            "learning_rate": rate,
-            "grid_criterion": "lowest whole-training-set error after the full SGD budget, same minibatches",
-            "seconds": sgd.seconds,
-            "compile_seconds": sgd.compile_seconds,
-            "paper_learning_rate": 0.04,
-        },
+        **_run_settings(budget, ngd, sgd, grid, rate, output_cov="I", criterion="error", paper_rate=0.04),
         "final_test_error": {"ngd": ngd_final, "sgd": sgd_final},
         "ngd_examples_to_sgd_final_error": ngd_reach,
         "ngd_wall_time_to_sgd_final_error": ngd_reach / budget.examples * ngd.seconds,
