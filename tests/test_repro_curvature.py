@@ -43,6 +43,7 @@ def test_list_shows_the_five_ids_with_sources():
     assert "Fig. S2" in lines["curvature-figS2"] and "Fig. 3" in lines["curvature-fig3"]
 
 
+@pytest.mark.slow  # 25-75 s at --fast on a 2-core CPU; run with -m slow
 def test_fig1_phase_portraits(tmp_path):
     rep = reproduce("curvature-fig1", tmp_path)
     # the full rules keep sigma_1^2 - sigma_2^2 to integration accuracy, the block rules their eq. 25
@@ -70,6 +71,7 @@ def test_fig2_map_dynamics(tmp_path):
     np.testing.assert_allclose(ngd["half_max_measured"], math.log(2 * (1 - 1e-4)), rtol=1e-4)
 
 
+@pytest.mark.slow  # 25-75 s at --fast on a 2-core CPU; run with -m slow
 def test_fig3_student_teacher(tmp_path):
     rep = reproduce("curvature-fig3", tmp_path)
     s = rep.settings
@@ -88,6 +90,7 @@ def test_figS1_scaling_laws(tmp_path):
     np.testing.assert_allclose(fits["ngd_d4"]["balanced"], [-3.0, 0.0], atol=1e-6)
 
 
+@pytest.mark.slow  # 25-75 s at --fast on a 2-core CPU; run with -m slow
 def test_figS2_conservation(tmp_path):
     rep = reproduce("curvature-figS2", tmp_path)
     summary = rep.settings["summary"]

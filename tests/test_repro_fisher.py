@@ -12,12 +12,14 @@ from dlnsim._repro_fisher import _alpha_s156, _pinv_alpha
 
 ROOT = Path(__file__).resolve().parents[1]
 IDS = ("fisher-fig1a", "fisher-fig1b", "fisher-fig2", "fisher-fig3", "fisher-figS1", "fisher-figS2")
+# 20-25 s each at --fast on a 2-core CPU: in the slow run (pytest -m slow)
+SLOW = ("fisher-fig1a", "fisher-fig1b", "fisher-fig3")
 
 
 _FAST = {}  # id -> the --fast Reproduction, reused to check determinism without another run
 
 
-@pytest.mark.parametrize("id", IDS)
+@pytest.mark.parametrize("id", [pytest.param(i, marks=pytest.mark.slow) if i in SLOW else i for i in IDS])
 def test_fast_reproduction_passes(id, tmp_path):
     rep = experiments.reproduce(id, fast=True, seed=0, out=tmp_path / id)
     _FAST[id] = rep
