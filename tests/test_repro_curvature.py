@@ -105,6 +105,6 @@ def test_example_script_runs_one_figure(tmp_path):
     )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    reps = module.main(tmp_path, fast=True, ids=["curvature-figS2"])
-    assert reps["curvature-figS2"].passed
-    assert (tmp_path / "curvature-figS2" / "figure.png").exists()
+    reps = module.main(tmp_path, fast=True, ids=["curvature-figS1"])
+    assert reps["curvature-figS1"].passed
+    assert (tmp_path / "curvature-figS1" / "figure.png").exists()
