@@ -1,24 +1,17 @@
 """Smoke tests: every example and benchmark script runs."""
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+from example_scripts import load_example
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def load(path):
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_quickstart(tmp_path):
-    results = load(ROOT / "examples" / "quickstart.py").main(tmp_path)
+    results = load_example("quickstart").main(tmp_path)
     # NGD: every mode reaches half strength at t = ln 2 (map dynamics dW/dt = -(W - W*))
     np.testing.assert_allclose(results["ngd"]["half"], np.log(2), rtol=1e-3)
     # sqrt-NGD and SGD separate the modes in time, strongest first
@@ -36,7 +29,7 @@ def test_vector_field_benchmark_runs():
 
 
 def test_curvature_theory(tmp_path):
-    res = load(ROOT / "examples" / "curvature_theory.py").main(tmp_path)
+    res = load_example("curvature_theory").main(tmp_path)
     assert res["deviation"] < 1e-6
     assert abs(res["fits"]["sqrt-ngd"][0]) < 1e-6 and abs(res["fits"]["ngd"][1]) < 1e-6
     assert (tmp_path / "map_dynamics.png").exists()
@@ -61,7 +54,7 @@ def test_sweep_benchmark_runs():
 
 def test_wide_ngd(tmp_path):
     # at M = 128 two digits can share a relu pattern, which makes a K-FAC B factor singular
-    res = load(ROOT / "examples" / "wide_ngd.py").main(tmp_path, width=256, samples=16, steps=2)
+    res = load_example("wide_ngd").main(tmp_path, width=256, samples=16, steps=2)
     for name in ("exact", "bd", "tri-diagonal", "kfac"):
         assert abs(res[name]["alpha_measured"] - res[name]["alpha_theory"]) < 1e-6
         assert abs(res[name]["isotropy_condition_number"] - 1) < 1e-6

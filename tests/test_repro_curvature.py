@@ -1,18 +1,16 @@
 """The Huh 2020 reproductions (curvature-fig1, -fig2, -fig3, -figS1, -figS2) at --fast size."""
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
+from example_scripts import load_example
 from typer.testing import CliRunner
 
 from dlnsim import experiments
 from dlnsim._cli import app
 
-ROOT = Path(__file__).resolve().parents[1]
 IDS = ("curvature-fig1", "curvature-fig2", "curvature-fig3", "curvature-figS1", "curvature-figS2")
 
 
@@ -100,11 +98,7 @@ def test_figS2_conservation(tmp_path):
 
 
 def test_example_script_runs_one_figure(tmp_path):
-    spec = importlib.util.spec_from_file_location(
-        "reproduce_curvature", ROOT / "examples" / "reproduce_curvature.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_example("reproduce_curvature")
     reps = module.main(tmp_path, fast=True, ids=["curvature-figS1"])
     assert reps["curvature-figS1"].passed
     assert (tmp_path / "curvature-figS1" / "figure.png").exists()

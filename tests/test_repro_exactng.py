@@ -1,15 +1,13 @@
 """The Bernacchia et al. 2018 Fig. 1 reproductions at fast size: every check passes, files exist."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
+from example_scripts import load_example
 
 from dlnsim import experiments
 
-ROOT = Path(__file__).resolve().parents[1]
 IDS = ("exactng-fig1a", "exactng-fig1b", "exactng-fig1c", "exactng-fig1d")
 # 17-19 s each at --fast on a 2-core CPU: in the slow run (pytest -m slow)
 SLOW = ("exactng-fig1b", "exactng-fig1c")
@@ -49,11 +47,7 @@ def test_fast_reproduction_passes_and_writes_files(id, fast_run):
 
 
 def test_example_script_runs_one_panel_with_the_same_numbers(tmp_path, fast_run):
-    spec = importlib.util.spec_from_file_location(
-        "reproduce_exactng", ROOT / "examples" / "reproduce_exactng.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_example("reproduce_exactng")
     reps = module.main(tmp_path, fast=True, ids=["exactng-fig1a"])
     assert reps["exactng-fig1a"].passed and (tmp_path / "exactng-fig1a" / "figure.png").exists()
     # the same seed gives the same numbers

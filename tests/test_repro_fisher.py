@@ -1,16 +1,14 @@
 """Karakida & Osawa 2020 reproductions: every id at --fast size passes its checks and writes its files."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
+from example_scripts import load_example
 
 from dlnsim import experiments
 from dlnsim._repro_fisher import _alpha_s156, _pinv_alpha
 
-ROOT = Path(__file__).resolve().parents[1]
 IDS = ("fisher-fig1a", "fisher-fig1b", "fisher-fig2", "fisher-fig3", "fisher-figS1", "fisher-figS2")
 # 20-25 s each at --fast on a 2-core CPU: in the slow run (pytest -m slow)
 SLOW = ("fisher-fig1a", "fisher-fig1b", "fisher-fig3")
@@ -49,11 +47,7 @@ def test_s156_relu_and_large_shift():
 
 
 def test_example_script_runs_one_cheap_figure(tmp_path):
-    spec = importlib.util.spec_from_file_location(
-        "reproduce_fisher", ROOT / "examples" / "reproduce_fisher.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_example("reproduce_fisher")
     res = module.main(tmp_path, fast=True, ids=["fisher-fig2"])
     rep = res["fisher-fig2"]
     assert rep.passed and (tmp_path / "fisher-fig2" / "figure.png").exists()
