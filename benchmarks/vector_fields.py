@@ -9,7 +9,8 @@ where P is small enough, and prints its cost divided by ours.
 Two states per size: near orthogonal, W_i = 0.6 (Q_i + 0.3 G_i / sqrt(n)), and Gaussian
 G_i / sqrt(n); a correlated input covariance. The exact full rules use the default method
 ("auto": dense eigh of K for n_d n_0 <= 64, or 256 for fractional powers, else matrix-free
-krylov).
+krylov). ngd-d and bernacchia use one LU inverse per layer on square nets unless a layer
+product is close to the pseudo-inverse cutoff; the script prints which path they took.
 """
 
 import argparse
@@ -133,6 +134,9 @@ def main():
                 print(f"{name:<12} {1e3 * t:10.3f} {t / times['sgd']:9.1f} {ratio}")
             for name, t in dense.items():
                 print(f"{'dense ' + name:<12} {1e3 * t:10.3f} {t / times['sgd']:9.1f}")
+            lu = dlnsim.vector_field("ngd-d").curvature.takes_inverse_path(weights, task)
+            path = "LU inverses" if lu else "SVD / eigh (a product is near the cutoff)"
+            print(f"ngd-d / bernacchia path: {path}")
 
 
 if __name__ == "__main__":

@@ -361,6 +361,13 @@ class BlockDiagonalGaussNewton(AbstractCurvature):
     With ``depth_calibrated`` (the default) the curvature is d * blockdiag(H_ii), which gives the
     d^(-1/q) step of Huh 2020 eq. 25: NGD-d then has NGD's map dynamics and sqrt-NGD-d
     sqrt-NGD's parameter speed.
+
+    NGD-d (power 1, no damping) on square nets skips the SVDs: there the update is
+    W_>i^+ r (W_<i Sigma^(1/2))^+ / d = W_>i^-1 (W - W*) W_<i^-1 / d, and the inverses of all the
+    products come from one LU inverse per layer (:func:`layer_inverse_chains`). That path is
+    taken only when power-iteration estimates put every block's smallest singular-value product
+    10x above the rank cutoff, so it cuts nothing the SVDs would keep or cut; otherwise (and
+    under ``vmap``, where both branches run) the SVDs decide.
     """
 
     depth_calibrated: bool = eqx.field(default=True, static=True, kw_only=True)
@@ -369,18 +376,126 @@ class BlockDiagonalGaussNewton(AbstractCurvature):
         pre, suf = prefix_products(weights), suffix_products(weights)
         scale = float(len(weights)) if self.depth_calibrated else 1.0
         s = task.input_cov_sqrt
-        residual = task.whitened_residual(network_map(weights))
-        out = []
-        for a, b in zip(pre, suf, strict=True):
-            rcond = self._rcond(b.shape[1] * a.shape[0], residual.dtype)
-            if self.rcond is None and residual.dtype != jnp.float64:
-                # In float32, 10 size eps (1e-3 at size 1024) would drop well-resolved directions.
-                # The SVDs resolve singular values to about n eps of the largest, so the cutoff
-                # is put on the products s_b s_a instead: (10 n eps)^2 on s_b^2 s_a^2.
-                eps = float(jnp.finfo(residual.dtype).eps)
-                rcond = (10.0 * max(b.shape + a.shape) * eps) ** 2
-            out.append(_kron_block_apply(b, a @ s, residual, power, damping, rcond, scale))
-        return tuple(out)
+        fas = [a @ s for a in pre]
+        delta = network_map(weights) - task.teacher
+        residual = delta @ s
+        rconds = [self._block_rcond(b, fa, residual.dtype) for fa, b in zip(fas, suf, strict=True)]
+
+        def by_svd():
+            return tuple(
+                _kron_block_apply(b, fa, residual, power, damping, rcond, scale)
+                for fa, b, rcond in zip(fas, suf, rconds, strict=True)
+            )
+
+        if power != 1.0 or damping != 0.0 or not all_square(weights):
+            return by_svd()
+        # NGD-d on square nets: (scale H_ii)^+ g_i = W_>i^+ r (W_<i Sigma^(1/2))^+ / scale, and
+        # with invertible layers the pseudo-inverses of the products are products of inverses.
+        # That path is taken when no singular-value product comes near the rank cutoff, so its
+        # result is the pseudo-inverse one; else the SVDs decide what is cut.
+        safe, left, right = self._inverse_path(weights, task, suf, fas, rconds)
+
+        def by_inverses():
+            return tuple(lb @ delta @ ra / scale for lb, ra in zip(left, right, strict=True))
+
+        return choose(safe, by_inverses, by_svd)
+
+    def takes_inverse_path(self, weights: Weights, task: Task, *, power: float = 1.0, damping: float = 0.0):
+        """Whether :meth:`precondition` skips the SVDs for these weights (see the class docstring)."""
+        if power != 1.0 or damping != 0.0 or not all_square(weights):
+            return False
+        pre, suf = prefix_products(weights), suffix_products(weights)
+        fas = [a @ task.input_cov_sqrt for a in pre]
+        rconds = [self._block_rcond(b, fa, weights[0].dtype) for fa, b in zip(fas, suf, strict=True)]
+        return bool(self._inverse_path(weights, task, suf, fas, rconds)[0])
+
+    def _inverse_path(self, weights, task, suf, fas, rconds):
+        left, right = layer_inverse_chains(weights)
+        s_inv = jnp.linalg.inv(task.input_cov_sqrt)
+        d = len(weights)
+        cond = condition_estimate(jnp.stack(suf + fas), jnp.stack(left + [s_inv @ ra for ra in right]))
+        safe = jnp.all(cond[:d] * cond[d:] * jnp.sqrt(jnp.asarray(rconds)) < _CUTOFF_MARGIN)
+        return jax.lax.stop_gradient(safe), left, right
+
+    def _block_rcond(self, b, fa, dtype) -> float:
+        if self.rcond is None and dtype != jnp.float64:
+            # In float32, 10 size eps (1e-3 at size 1024) would drop well-resolved directions.
+            # The SVDs resolve singular values to about n eps of the largest, so the cutoff
+            # is put on the products s_b s_a instead: (10 n eps)^2 on s_b^2 s_a^2.
+            eps = float(jnp.finfo(dtype).eps)
+            return (10.0 * max(b.shape + fa.shape) * eps) ** 2
+        return self._rcond(b.shape[1] * fa.shape[0], dtype)
+
+
+# The inverse paths of the block rules require every estimated condition number to be 10x inside
+# the rank cutoff, so estimates that are low by up to 10x (four factors of 0.56) change nothing.
+_CUTOFF_MARGIN = 0.1
+
+
+def all_square(weights: Weights) -> bool:
+    """Whether every layer is square (then the products W_>i, W_<i are square too)."""
+    return all(w.shape[0] == w.shape[1] for w in weights)
+
+
+def layer_inverse_chains(weights: Weights):
+    """[W_>1^-1, ..., W_>d^-1] and [W_<1^-1, ..., W_<d^-1] for square layers, from one LU
+    inverse per layer: W_>(i-1)^-1 = W_i^-1 W_>i^-1 and W_<(i+1)^-1 = W_<i^-1 W_i^-1.
+
+    Singular layers give non-finite entries, which :func:`condition_estimate` reports as nan.
+    """
+    inv = jnp.linalg.inv(jnp.stack(weights))
+    eye = jnp.eye(weights[0].shape[0], dtype=weights[0].dtype)
+    left = [eye]
+    for k in range(len(weights) - 1, 0, -1):
+        left.append(inv[k] @ left[-1])
+    right = [eye]
+    for k in range(len(weights) - 1):
+        right.append(right[-1] @ inv[k])
+    return left[::-1], right
+
+
+def choose(pred, fast, slow):
+    """``lax.cond(pred, fast, slow)`` under tracing; on a concrete ``pred`` (eager calls) a plain
+    Python branch, so nothing is compiled per call."""
+    if isinstance(pred, jax.core.Tracer):
+        return jax.lax.cond(pred, fast, slow)
+    return fast() if bool(pred) else slow()
+
+
+_POWER_ITERATIONS = 8
+
+
+def spectral_norm_estimate(matrices):
+    """||(M^T M)^k v||^(1/2k) for a fixed unit v and k = 8, for a stack of matrices: a lower
+    bound on each ||M||_2 that is within the factor |<v, top right singular vector>|^(1/2k) of
+    it (0.80 for |<v, .>| = 0.03, 0.65 for 1e-3).
+    """
+    n = matrices.shape[-1]
+    v = jnp.cos(0.7 + 2.4 * jnp.arange(n, dtype=matrices.dtype))  # fixed, spread over all entries
+    v = jnp.broadcast_to(v / jnp.linalg.norm(v), matrices.shape[:-2] + (n,))
+    log_norm = jnp.zeros(matrices.shape[:-2], matrices.dtype)
+    _, _, log_norm = jax.lax.fori_loop(0, _POWER_ITERATIONS, _power_step, (matrices, v, log_norm))
+    return jnp.exp(0.5 * log_norm / _POWER_ITERATIONS)
+
+
+def _power_step(_, carry):
+    matrices, v, log_norm = carry
+    w = jnp.einsum("...ji,...jk,...k->...i", matrices, matrices, v)
+    norm = jnp.linalg.norm(w, axis=-1)
+    return matrices, w / norm[..., None], log_norm + jnp.log(norm)
+
+
+@jax.jit
+def condition_estimate(matrices, inverses):
+    """||M|| ||M^-1|| (2-norms) for a stack of matrices and their inverses, estimated from below
+    by :func:`spectral_norm_estimate`; nan where an inverse is not finite. Not differentiated:
+    it only selects a code path."""
+    matrices, inverses = jax.lax.stop_gradient(matrices), jax.lax.stop_gradient(inverses)
+    finite = jnp.all(jnp.isfinite(inverses), axis=(1, 2))
+    inverses = jnp.where(finite[:, None, None], inverses, 0.0)
+    norms = spectral_norm_estimate(jnp.concatenate([matrices, inverses]))
+    est = norms[: matrices.shape[0]] * norms[matrices.shape[0] :]
+    return jnp.where(finite, est, jnp.nan)
 
 
 def _divided_differences(mu1, mu2, f1, f2, fprime1, fprime2):

@@ -13,13 +13,19 @@ import math
 from dataclasses import dataclass
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 
 from ._checks import check_finite, check_nonnegative, check_q
 from ._curvature import (
+    _CUTOFF_MARGIN,
     AbstractCurvature,
     BlockDiagonalGaussNewton,
     GaussNewton,
+    all_square,
+    choose,
+    condition_estimate,
+    layer_inverse_chains,
     loss_gradient,
     psd_function_apply,
 )
@@ -88,6 +94,10 @@ class BernacchiaFlow(eqx.Module):
     ``output_cov`` is the output noise covariance Sigma~ (identity by default; then the rule
     equals NGD-d exactly). ``damping`` lambda adds sqrt(lambda) I to both covariances before
     their pseudo-inversion (eq. 20).
+
+    Undamped on square nets, the update is W_>i^-1 (W - W*) W_<i^-1 / d whatever Sigma~ and
+    Sigma_x are; it is computed from one LU inverse per layer when condition estimates show that
+    the pseudo-inverses cut nothing, as for NGD-d (:class:`BlockDiagonalGaussNewton`).
     """
 
     output_cov: jnp.ndarray | None = None
@@ -109,13 +119,44 @@ class BernacchiaFlow(eqx.Module):
         )
         delta = network_map(weights) - task.teacher
         shift = math.sqrt(self.damping)
-        out = []
-        for a, b in zip(pre, suf, strict=True):
-            err_cov = b.T @ precision @ b
-            act_cov = a @ task.input_cov @ a.T
-            cross = b.T @ precision @ delta @ task.input_cov @ a.T
-            out.append(-layer_natural_gradient(err_cov, cross, act_cov, shift, self.rcond) / len(weights))
-        return tuple(out)
+        d = len(weights)
+
+        def by_eigh():
+            out = []
+            for a, b in zip(pre, suf, strict=True):
+                err_cov = b.T @ precision @ b
+                act_cov = a @ task.input_cov @ a.T
+                cross = b.T @ precision @ delta @ task.input_cov @ a.T
+                out.append(-layer_natural_gradient(err_cov, cross, act_cov, shift, self.rcond) / d)
+            return tuple(out)
+
+        if self.damping != 0.0 or not all_square(weights):
+            return by_eigh()
+        # Square layers, no damping: (W_>i^T P W_>i)^+ W_>i^T P (W - W*) Sigma W_<i^T (W_<i Sigma W_<i^T)^+
+        # is W_>i^-1 (W - W*) W_<i^-1 whenever nothing is cut (see BlockDiagonalGaussNewton).
+        left, right = layer_inverse_chains(weights)
+        s, s_inv = task.input_cov_sqrt, jnp.linalg.inv(task.input_cov_sqrt)
+        cond = condition_estimate(
+            jnp.stack(suf + [a @ s for a in pre]), jnp.stack(left + [s_inv @ r for r in right])
+        )
+        if self.output_cov is not None:
+            out_cov = jnp.asarray(self.output_cov, precision.dtype)
+            cond_p = condition_estimate(precision[None], out_cov[None])[0]
+        else:
+            cond_p = 1.0
+        widths = [w.shape[1] for w in weights] + [weights[-1].shape[0]]
+        eps = float(jnp.finfo(delta.dtype).eps)
+        # eigenvalues of <e e^T> and <x x^T> are cut below 10 n eps of their largest
+        rc_err = jnp.asarray([10.0 * n * eps if self.rcond is None else self.rcond for n in widths[1:]])
+        rc_act = jnp.asarray([10.0 * n * eps if self.rcond is None else self.rcond for n in widths[:-1]])
+        safe = jnp.all(
+            (cond_p * cond[:d] ** 2 * rc_err < _CUTOFF_MARGIN) & (cond[d:] ** 2 * rc_act < _CUTOFF_MARGIN)
+        )
+
+        def by_inverses():
+            return tuple(-(lb @ delta @ ra) / d for lb, ra in zip(left, right, strict=True))
+
+        return choose(jax.lax.stop_gradient(safe), by_inverses, by_eigh)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,14 @@ from test_rules import make_problem, rel_err
 
 import dlnsim
 from dlnsim import analytic as A
-from dlnsim._curvature import GaussNewton, imbalance, structurally_full_rank
+from dlnsim._curvature import (
+    GaussNewton,
+    condition_estimate,
+    imbalance,
+    layer_inverse_chains,
+    structurally_full_rank,
+)
+from dlnsim._models import prefix_products, suffix_products
 
 FULL_RULES = [
     ("ngd", {}, 1.0, 0.0),
@@ -28,6 +35,61 @@ IDS = [f"{r}{kw}" for r, kw, _, _ in FULL_RULES]
 
 def field(method, q, eps):
     return dlnsim.NaturalGradientFlow(GaussNewton(method=method), q, eps)
+
+
+def test_layer_inverse_chains_and_condition_estimates():
+    """The product inverses of the block rules' fast path, and the estimate that guards it."""
+    net = dlnsim.DeepLinearNet((5,) * 5, key=jr.PRNGKey(0), init="xavier", scale=1.3)
+    left, right = layer_inverse_chains(net.weights)
+    pre, suf = prefix_products(net.weights), suffix_products(net.weights)
+    for lb, b, ra, a in zip(left, suf, right, pre):
+        np.testing.assert_allclose(np.asarray(lb @ b), np.eye(5), atol=1e-12)
+        np.testing.assert_allclose(np.asarray(a @ ra), np.eye(5), atol=1e-12)
+    mats = jnp.stack(suf + pre)
+    est = np.asarray(condition_estimate(mats, jnp.linalg.inv(mats)))
+    true = np.linalg.cond(np.asarray(mats))
+    assert np.all(est <= true * (1 + 1e-12)) and np.all(est >= 0.5 * true)
+    singular = jnp.zeros((1, 3, 3)).at[0, 0, 0].set(1.0)
+    assert np.isnan(np.asarray(condition_estimate(singular, jnp.linalg.inv(singular)))[0])
+
+
+@pytest.mark.parametrize("rule", ["ngd-d", "bernacchia"])
+def test_block_rules_cut_near_singular_products_like_the_dense_reference(rule):
+    """Square nets take the LU path only when nothing is near the rank cutoff.
+
+    Here W_2 has a singular value 1e-10, so W_>1 and W_<3 Sigma^(1/2) are rank deficient to
+    float64 precision: the pseudo-inverse cuts that direction (the dense reference too), where
+    the plain inverses would return components of size 1e10.
+    """
+    weights, task = make_problem((4, 4, 4, 4))
+    u, sv, vt = np.linalg.svd(np.asarray(weights[1]))
+    sv[-1] = 1e-10
+    weights = (weights[0], jnp.asarray((u * sv) @ vt), weights[2])
+    ref = reference_field(rule, weights, task.teacher, task.input_cov)
+    f = dlnsim.vector_field(rule)
+    ours = f(0.0, weights, task)
+    assert rel_err(ours, ref) <= 1e-8
+    if rule == "ngd-d":
+        assert not f.curvature.takes_inverse_path(weights, task)
+        assert f.curvature.takes_inverse_path(*make_problem((4, 4, 4, 4)))
+        assert not f.curvature.takes_inverse_path(*make_problem((3, 5, 4, 2)))  # not square
+    left, right = layer_inverse_chains(weights)
+    plain = [-(lb @ (dlnsim.network_map(weights) - task.teacher) @ ra) / 3 for lb, ra in zip(left, right)]
+    assert rel_err(plain, ref) > 1e3  # what the unguarded fast path would have returned
+
+
+@pytest.mark.parametrize("rule", ["ngd-d", "bernacchia"])
+def test_block_rules_under_vmap_equal_single_calls(rule):
+    """Under vmap both paths of the square-net block rules run; each element keeps its own."""
+    weights, task = make_problem((4, 4, 4, 4))
+    u, sv, vt = np.linalg.svd(np.asarray(weights[1]))
+    sv[-1] = 1e-10
+    near_singular = (weights[0], jnp.asarray((u * sv) @ vt), weights[2])
+    batch = tuple(jnp.stack([a, b]) for a, b in zip(weights, near_singular))
+    f = dlnsim.vector_field(rule)
+    batched = jax.vmap(f, in_axes=(None, 0, None))(0.0, batch, task)
+    for k, ws in enumerate((weights, near_singular)):
+        assert rel_err([x[k] for x in batched], f(0.0, ws, task)) <= 1e-12
 
 
 @pytest.mark.parametrize("widths", [(4, 4, 4, 4), (3, 5, 4, 2), (6, 8, 7, 6, 5)])
