@@ -373,13 +373,10 @@ class BlockDiagonalGaussNewton(AbstractCurvature):
     depth_calibrated: bool = eqx.field(default=True, static=True, kw_only=True)
 
     def precondition(self, weights, task, *, power, damping=0.0):
-        pre, suf = prefix_products(weights), suffix_products(weights)
         scale = float(len(weights)) if self.depth_calibrated else 1.0
-        s = task.input_cov_sqrt
-        fas = [a @ s for a in pre]
+        suf, fas, rconds = self._blocks(weights, task)
         delta = network_map(weights) - task.teacher
-        residual = delta @ s
-        rconds = [self._block_rcond(b, fa, residual.dtype) for fa, b in zip(fas, suf, strict=True)]
+        residual = delta @ task.input_cov_sqrt
 
         def by_svd():
             return tuple(
@@ -404,17 +401,18 @@ class BlockDiagonalGaussNewton(AbstractCurvature):
         """Whether :meth:`precondition` skips the SVDs for these weights (see the class docstring)."""
         if power != 1.0 or damping != 0.0 or not all_square(weights):
             return False
+        return bool(self._inverse_path(weights, task, *self._blocks(weights, task))[0])
+
+    def _blocks(self, weights, task):
+        """W_>i, W_<i Sigma^(1/2) and the rank cutoff of each block."""
         pre, suf = prefix_products(weights), suffix_products(weights)
         fas = [a @ task.input_cov_sqrt for a in pre]
-        rconds = [self._block_rcond(b, fa, weights[0].dtype) for fa, b in zip(fas, suf, strict=True)]
-        return bool(self._inverse_path(weights, task, suf, fas, rconds)[0])
+        dtype = jnp.result_type(weights[0], task.teacher)
+        return suf, fas, [self._block_rcond(b, fa, dtype) for fa, b in zip(fas, suf, strict=True)]
 
     def _inverse_path(self, weights, task, suf, fas, rconds):
-        left, right = layer_inverse_chains(weights)
-        s_inv = jnp.linalg.inv(task.input_cov_sqrt)
-        d = len(weights)
-        cond = condition_estimate(jnp.stack(suf + fas), jnp.stack(left + [s_inv @ ra for ra in right]))
-        safe = jnp.all(cond[:d] * cond[d:] * jnp.sqrt(jnp.asarray(rconds)) < _CUTOFF_MARGIN)
+        left, right, cond_b, cond_a = square_path_conditions(weights, task, suf, fas)
+        safe = jnp.all(cond_b * cond_a * jnp.sqrt(jnp.asarray(rconds)) < _CUTOFF_MARGIN)
         return jax.lax.stop_gradient(safe), left, right
 
     def _block_rcond(self, b, fa, dtype) -> float:
@@ -452,6 +450,16 @@ def layer_inverse_chains(weights: Weights):
     for k in range(len(weights) - 1):
         right.append(right[-1] @ inv[k])
     return left[::-1], right
+
+
+def square_path_conditions(weights: Weights, task: Task, suf, fas):
+    """The inverse chains of :func:`layer_inverse_chains` and the estimated condition numbers
+    of each W_>i (``suf``) and W_<i Sigma^(1/2) (``fas``), for the block rules' LU path."""
+    left, right = layer_inverse_chains(weights)
+    s_inv = jnp.linalg.inv(task.input_cov_sqrt)
+    cond = condition_estimate(jnp.stack(suf + fas), jnp.stack(left + [s_inv @ ra for ra in right]))
+    d = len(weights)
+    return left, right, cond[:d], cond[d:]
 
 
 def choose(pred, fast, slow):

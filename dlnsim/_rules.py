@@ -25,9 +25,9 @@ from ._curvature import (
     all_square,
     choose,
     condition_estimate,
-    layer_inverse_chains,
     loss_gradient,
     psd_function_apply,
+    square_path_conditions,
 )
 from ._models import Weights, network_map, prefix_products, suffix_products
 from ._tasks import Task
@@ -67,10 +67,14 @@ class NaturalGradientFlow(eqx.Module):
         return tuple(-factor * d for d in direction)
 
 
+def _gram_rcond(size: int, dtype, rcond: float | None) -> float:
+    """The relative eigenvalue cutoff of a size x size covariance: 10 size eps unless given."""
+    return 10.0 * size * float(jnp.finfo(dtype).eps) if rcond is None else rcond
+
+
 def _pinv_psd_apply(m, x, shift: float, rcond: float | None):
     """(m + shift)^+ x for symmetric PSD m (eigh; derivatives finite at repeated eigenvalues)."""
-    rcond = 10.0 * m.shape[0] * float(jnp.finfo(m.dtype).eps) if rcond is None else rcond
-    return psd_function_apply(m, x, 1.0, shift, rcond)
+    return psd_function_apply(m, x, 1.0, shift, _gram_rcond(m.shape[0], m.dtype, rcond))
 
 
 def layer_natural_gradient(err_cov, cross, act_cov, shift: float, rcond: float | None = None):
@@ -134,24 +138,18 @@ class BernacchiaFlow(eqx.Module):
             return by_eigh()
         # Square layers, no damping: (W_>i^T P W_>i)^+ W_>i^T P (W - W*) Sigma W_<i^T (W_<i Sigma W_<i^T)^+
         # is W_>i^-1 (W - W*) W_<i^-1 whenever nothing is cut (see BlockDiagonalGaussNewton).
-        left, right = layer_inverse_chains(weights)
-        s, s_inv = task.input_cov_sqrt, jnp.linalg.inv(task.input_cov_sqrt)
-        cond = condition_estimate(
-            jnp.stack(suf + [a @ s for a in pre]), jnp.stack(left + [s_inv @ r for r in right])
-        )
+        fas = [a @ task.input_cov_sqrt for a in pre]
+        left, right, cond_b, cond_a = square_path_conditions(weights, task, suf, fas)
         if self.output_cov is not None:
             out_cov = jnp.asarray(self.output_cov, precision.dtype)
             cond_p = condition_estimate(precision[None], out_cov[None])[0]
         else:
             cond_p = 1.0
         widths = [w.shape[1] for w in weights] + [weights[-1].shape[0]]
-        eps = float(jnp.finfo(delta.dtype).eps)
-        # eigenvalues of <e e^T> and <x x^T> are cut below 10 n eps of their largest
-        rc_err = jnp.asarray([10.0 * n * eps if self.rcond is None else self.rcond for n in widths[1:]])
-        rc_act = jnp.asarray([10.0 * n * eps if self.rcond is None else self.rcond for n in widths[:-1]])
-        safe = jnp.all(
-            (cond_p * cond[:d] ** 2 * rc_err < _CUTOFF_MARGIN) & (cond[d:] ** 2 * rc_act < _CUTOFF_MARGIN)
-        )
+        # the eigenvalues of <e e^T> (n_i) and <x x^T> (n_{i-1}) are cut as in _pinv_psd_apply
+        rc_err = jnp.asarray([_gram_rcond(n, delta.dtype, self.rcond) for n in widths[1:]])
+        rc_act = jnp.asarray([_gram_rcond(n, delta.dtype, self.rcond) for n in widths[:-1]])
+        safe = jnp.all((cond_p * cond_b**2 * rc_err < _CUTOFF_MARGIN) & (cond_a**2 * rc_act < _CUTOFF_MARGIN))
 
         def by_inverses():
             return tuple(-(lb @ delta @ ra) / d for lb, ra in zip(left, right, strict=True))
