@@ -362,7 +362,7 @@ class BlockDiagonalGaussNewton(AbstractCurvature):
     d^(-1/q) step of Huh 2020 eq. 25: NGD-d then has NGD's map dynamics and sqrt-NGD-d
     sqrt-NGD's parameter speed.
 
-    NGD-d (power 1, no damping) on square nets skips the SVDs: there the update is
+    NGD-d (power 1, no damping; Huh 2020, eq. 24) on square nets skips the SVDs: there the update is
     W_>i^+ r (W_<i Sigma^(1/2))^+ / d = W_>i^-1 (W - W*) W_<i^-1 / d, and the inverses of all the
     products come from one LU inverse per layer (:func:`layer_inverse_chains`). That path is
     taken only when power-iteration estimates put every block's smallest singular-value product

@@ -99,7 +99,7 @@ class BernacchiaFlow(eqx.Module):
     equals NGD-d exactly). ``damping`` lambda adds sqrt(lambda) I to both covariances before
     their pseudo-inversion (eq. 20).
 
-    Undamped on square nets, the update is W_>i^-1 (W - W*) W_<i^-1 / d whatever Sigma~ and
+    Undamped on square nets, eq. 10 is W_>i^-1 (W - W*) W_<i^-1 / d whatever Sigma~ and
     Sigma_x are; it is computed from one LU inverse per layer when condition estimates show that
     the pseudo-inverses cut nothing, as for NGD-d (:class:`BlockDiagonalGaussNewton`).
     """
