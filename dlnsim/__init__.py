@@ -5,7 +5,7 @@ float64 is not switched on by importing this package; enable it in your own entr
 """
 
 from . import analytic, experiments, wide
-from ._checks import DynamicsBlowUpError, limit_lapack_threads
+from ._checks import DynamicsBlowUpError
 from ._curvature import (
     CURVATURE_METHODS,
     AbstractCurvature,
@@ -23,6 +23,7 @@ from ._models import (
 )
 from ._online import FeedforwardNet, OnlineNGD, OnlineRun, OnlineSGD, sgd_learning_rate_search
 from ._online import train as train_online
+from ._outputs import OutputError, claim_output
 from ._rules import (
     RULES,
     BernacchiaFlow,
@@ -31,6 +32,7 @@ from ._rules import (
     RuleInfo,
     vector_field,
 )
+from ._runtime import StallWatchdog, jaxlib_deadlock_warning, limit_lapack_threads
 from ._simulation import (
     ModeComparison,
     Trajectory,
@@ -67,20 +69,24 @@ __all__ = [
     "ModeComparison",
     "NaturalGradientFlow",
     "OnlineNGD",
+    "OutputError",
     "OnlineRun",
     "OnlineSGD",
     "RULES",
     "RuleInfo",
+    "StallWatchdog",
     "StudentTeacherData",
     "Task",
     "Trajectory",
     "TrajectoryBatch",
     "CURVATURE_METHODS",
+    "claim_output",
     "compare_with_modes",
     "conserved_quantities",
     "correlated_input_cov",
     "imbalance",
     "init_weights_batch",
+    "jaxlib_deadlock_warning",
     "limit_lapack_threads",
     "load_regression_data",
     "loss_gradient",

@@ -3,6 +3,7 @@ and ``rules``."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
@@ -11,8 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import typer
-
-from ._checks import atomic_directory
 
 app = typer.Typer(
     add_completion=False,
@@ -42,21 +41,76 @@ def _entry() -> None:
 
 def _configure() -> None:
     """float64, and one LAPACK thread unless OPENBLAS_NUM_THREADS says otherwise (see
-    :func:`dlnsim._checks.limit_lapack_threads`)."""
+    :func:`dlnsim.limit_lapack_threads`); warns once about a jaxlib that can deadlock."""
     import os
 
     import jax
 
-    from ._checks import limit_lapack_threads
+    from ._runtime import jaxlib_deadlock_warning, limit_lapack_threads
 
     jax.config.update("jax_enable_x64", True)
     if "OPENBLAS_NUM_THREADS" not in os.environ:
         limit_lapack_threads(1)
+    global _WARNED
+    warning = jaxlib_deadlock_warning()
+    if warning and not _WARNED:
+        _WARNED = True
+        typer.echo(f"warning: {warning}", err=True)
+
+
+_WARNED = False
 
 
 def _fail(message: str, code: int = 2):
     typer.echo(f"Error: {message}", err=True)
     raise typer.Exit(code)
+
+
+SEED_MAX = 2**63 - 1
+
+
+def _check_seed(seed) -> int:
+    if isinstance(seed, bool) or int(seed) != seed or not 0 <= seed <= SEED_MAX:
+        raise ValueError(f"--seed must be an integer from 0 to 2^63 - 1, got {seed!r}")
+    return int(seed)
+
+
+@contextlib.contextmanager
+def _computing(what: str, on_stall=None):
+    """The stall watchdog (CPU backend only: a GPU run waits on the device with the CPU idle)."""
+    import jax
+
+    from ._runtime import StallWatchdog
+
+    if jax.default_backend() != "cpu":
+        yield
+        return
+    with StallWatchdog(what, on_stall=on_stall):
+        yield
+
+
+def _claim(ctx: typer.Context, out: Path, overwrite: bool, what: str, needed_bytes: int = 0):
+    """Checks and locks ``out`` before any computation (see :mod:`dlnsim._outputs`) and starts
+    the stall watchdog; both end with the command. Raises ValueError (exit 2) for a path that
+    dlnsim may not write."""
+    from ._outputs import claim_output
+
+    target = claim_output(
+        out, overwrite=overwrite, needed_bytes=needed_bytes, command="dlnsim " + " ".join(sys.argv[1:])
+    )
+    ctx.with_resource(target)
+    if not ctx.meta.get("dlnsim.watchdog"):  # one per command; on a stall it removes temps and locks
+        from ._outputs import remove_temporary
+
+        ctx.meta["dlnsim.watchdog"] = True
+        ctx.with_resource(_computing(what, remove_temporary))
+    return target
+
+
+def _trajectory_bytes(widths, saves: int, n_traj: int = 1) -> int:
+    """Bytes of the saved weights (the bulk of trajectory.npz), plus ~2 MiB of plots and JSON."""
+    params = sum(a * b for a, b in zip(widths[:-1], widths[1:], strict=True))
+    return int(8 * params * saves * n_traj) + (2 << 20)
 
 
 @dataclass
@@ -89,9 +143,9 @@ def build_setup(
     from ._models import DeepLinearNet
     from ._tasks import Task, load_regression_data, random_teacher, student_teacher
 
-    key = jr.PRNGKey(seed)
+    key = jr.PRNGKey(_check_seed(seed))
     k_task, k_net = jr.split(key)
-    if widths:
+    if widths is not None:
         try:
             parsed = tuple(int(w) for w in widths.split(","))
         except ValueError:
@@ -106,6 +160,14 @@ def build_setup(
         net_widths = (width,) * (depth + 1)
     if data is not None:
         base, irreducible = load_regression_data(str(data))
+        n_out, n_in = base.teacher.shape
+        if widths is None:  # the data fix the input and output widths; --width sets the hidden ones
+            net_widths = (n_in,) + net_widths[1:-1] + (n_out,)
+        elif (net_widths[0], net_widths[-1]) != (n_in, n_out):
+            raise ValueError(
+                f"--data has {n_in} inputs and {n_out} outputs but --widths starts at {net_widths[0]} "
+                f"and ends at {net_widths[-1]}; make them match, or drop --widths"
+            )
         the_task, desc = base, f"data from {data} (irreducible loss {float(irreducible):.4g})"
     elif task == "student-teacher":
         if net_widths[0] != net_widths[-1]:
@@ -153,7 +215,20 @@ def _progress_meter(log_span: float | None = None):
     return _DelayedTqdm()
 
 
-def _simulate_cli(setup: Setup, rule_field, name, *, t1, t_max, loss_tol, saves, progress, solver="tsit5"):
+MAX_STEPS = 2_000_000
+
+
+def _log_span(t1):
+    """Runs to convergence, and fixed-length runs past t = 1e3, show progress in log time
+    (diffrax reports the fraction of [0, t1] reached, which stays near 0 for a huge t1)."""
+    if t1 is None:
+        return 1e6
+    return float(t1) if t1 > 1e3 else None
+
+
+def _simulate_cli(
+    setup: Setup, rule_field, name, *, t1, t_max, loss_tol, saves, progress, solver="tsit5", max_steps=None
+):
     """Runs ``simulate`` on the setup's net, or on a batch of initial weights (a TrajectoryBatch).
 
     Without t1, a run stops at loss <= loss_tol x the initial loss (for a batch: x the median
@@ -188,9 +263,9 @@ def _simulate_cli(setup: Setup, rule_field, name, *, t1, t_max, loss_tol, saves,
         end,
         saveat=diffrax.SaveAt(ts=ts),
         loss_threshold=threshold,
-        max_steps=2_000_000,
+        max_steps=MAX_STEPS if max_steps is None else int(max_steps),
         solver=_solver(solver),
-        progress_meter=(_progress_meter(None if t1 is not None else 1e6) if progress else None),
+        progress_meter=(_progress_meter(_log_span(t1)) if progress else None),
     )
     if isinstance(result, TrajectoryBatch):
         named = tuple(
@@ -217,13 +292,14 @@ def _run_rule(
     progress,
     analytic: bool,
     solver: str = "tsit5",
+    max_steps=None,
 ):
     """Simulates one rule; returns its trajectory, summary row and (aligned runs) mode comparison."""
     from ._simulation import compare_with_modes
 
     start = time.perf_counter()
     traj = _simulate_cli(setup, field_, name, t1=t1, t_max=t_max, loss_tol=loss_tol, saves=saves,
-                         progress=progress, solver=solver)  # fmt: skip
+                         progress=progress, solver=solver, max_steps=max_steps)  # fmt: skip
     theory = compare_with_modes(traj, field_, setup.task) if analytic else None
     summary = _summary(
         traj, setup, rule=name, q=q, eps=eps, seed=seed, init=init, task_name=task_name,
@@ -336,7 +412,9 @@ def _print_table(rows: list[dict]) -> None:
 
 _COMMON = dict(
     depth=typer.Option(4, help="Number of weight layers d (>= 1)."),
-    width=typer.Option(16, help="Width of every layer (input, hidden and output)."),
+    width=typer.Option(
+        16, help="Width of every layer (input, hidden and output; with --data, the hidden layers)."
+    ),
     widths=typer.Option(
         None, help="Explicit widths n_0,...,n_d, e.g. 5,3,2,3,4 (overrides --depth/--width)."
     ),
@@ -344,7 +422,7 @@ _COMMON = dict(
     scale=typer.Option(
         None, help="Init scale: largest singular value for 'small' (default 0.05), else a multiplier."
     ),
-    seed=typer.Option(0, help="Seed for the task and the initial weights."),
+    seed=typer.Option(0, help="Seed for the task and the initial weights (0 to 2^63 - 1)."),
     task=typer.Option(
         "student-teacher", help="student-teacher (Huh 2020 Fig. 3 setting) | teacher (noise-free)."
     ),
@@ -368,6 +446,12 @@ _COMMON = dict(
         help="How full rules apply the exact curvature: auto | dense | krylov | balanced "
         "(balanced is exact only for balanced weights with white inputs).",
     ),
+    max_steps=typer.Option(
+        MAX_STEPS, help="Most solver steps per run; a run that needs more stops with a message."
+    ),
+    overwrite=typer.Option(
+        False, "--overwrite", help="Replace an earlier dlnsim result at --out (never anything else)."
+    ),
 )
 
 
@@ -376,6 +460,14 @@ def _check_curvature(curvature: str, widths) -> None:
 
     if curvature == "krylov":
         check_krylov_widths(widths, "--curvature krylov", "--curvature dense or auto")
+
+
+def _check_unused(names, *, q, eps) -> None:
+    """compare/phase: --q and --eps must reach a rule that takes them."""
+    if q is not None and not {"qngd", "qngd-d"} & set(names):
+        raise ValueError("--q applies to qngd and qngd-d, and --rules lists neither; drop --q or add one")
+    if eps is not None and "damped-ngd" not in names:
+        raise ValueError("--eps applies to damped-ngd, which --rules does not list; drop --eps or add it")
 
 
 def _field(rule: str, q, eps, curvature: str, *, strict: bool = True):
@@ -398,6 +490,11 @@ def _field(rule: str, q, eps, curvature: str, *, strict: bool = True):
     )
 
 
+# Times below this cannot be split into a save grid and plotted on log axes without running
+# into float64's subnormal range (2.2e-308); no learning-rule time scale is anywhere near it.
+MIN_TIME = 1e-250
+
+
 def _validate_numbers(**values) -> None:
     from ._checks import check_positive
 
@@ -405,14 +502,22 @@ def _validate_numbers(**values) -> None:
         v = values.get(name)
         if v is not None:
             check_positive(name.replace("_", "-"), v)
+    for name in ("t1", "t_max"):
+        v = values.get(name)
+        if v is not None and v < MIN_TIME:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= {MIN_TIME:g}, got {v!r}")
     if int(values["saves"]) < 2:
         raise ValueError(f"saves must be >= 2, got {values['saves']}")
+    steps = values.get("max_steps")
+    if steps is not None and (isinstance(steps, bool) or int(steps) != steps or steps < 1):
+        raise ValueError(f"--max-steps must be an integer >= 1, got {steps!r}")
     if values.get("solver", "tsit5") not in SOLVERS:
         raise ValueError(f"--solver must be one of {', '.join(SOLVERS)}, got {values['solver']!r}")
 
 
 @app.command()
 def run(
+    ctx: typer.Context,
     rule: str = typer.Option("sqrt-ngd", help="Learning rule; see `dlnsim rules`."),
     q: float = typer.Option(None, help="Curvature power for qngd / qngd-d (q >= 1; inf = sgd)."),
     eps: float = typer.Option(None, help="Damping for damped-ngd (eps >= 0)."),
@@ -433,6 +538,8 @@ def run(
     saves: int = _COMMON["saves"],
     curvature: str = _COMMON["curvature"],
     solver: str = _COMMON["solver"],
+    max_steps: int = _COMMON["max_steps"],
+    overwrite: bool = _COMMON["overwrite"],
     out: Path = typer.Option(None, help="Output directory (default runs/<rule>-d<depth>)."),
     progress: bool = typer.Option(True, help="Show diffrax's progress bar on runs longer than a second."),
 ) -> None:
@@ -442,26 +549,29 @@ def run(
     from ._rules import rule_q
 
     try:
-        _validate_numbers(t1=t1, t_max=t_max, loss_tol=loss_tol, saves=saves, solver=solver)
+        _validate_numbers(
+            t1=t1, t_max=t_max, loss_tol=loss_tol, saves=saves, solver=solver, max_steps=max_steps
+        )
         field_ = _field(rule, q, eps, curvature)
         setup = build_setup(
             task=task, depth=depth, width=width, widths=widths, init=init, scale=scale, seed=seed,
             rank=rank, snr=snr, samples=samples, data=data,
         )  # fmt: skip
         _check_curvature(curvature, setup.net.widths)
+        out = Path(out) if out is not None else Path("runs") / f"{rule}-d{setup.net.depth}"
+        target = _claim(ctx, out, overwrite, "dlnsim run", _trajectory_bytes(setup.net.widths, saves))
     except ValueError as err:
         _fail(str(err))
-    out = Path(out) if out is not None else Path("runs") / f"{rule}-d{setup.net.depth}"
     try:
         traj, summary, theory = _run_rule(
             setup, rule, field_, q=rule_q(rule, q), eps=eps, seed=seed, init=init,
             task_name="data" if data else task, t1=t1, t_max=t_max, loss_tol=loss_tol, saves=saves,
-            progress=progress, analytic=init == "aligned", solver=solver,
+            progress=progress, analytic=init == "aligned", solver=solver, max_steps=max_steps,
         )  # fmt: skip
     except DynamicsBlowUpError as err:
         _fail(str(err), code=1)
     title = f"{rule}, d={traj.depth}, widths {list(traj.widths)}; {setup.description}"
-    with atomic_directory(out) as tmp:
+    with target.writing() as tmp:
         _write_json(tmp / "summary.json", summary)
         _save_npz(tmp / "trajectory.npz", traj, setup)
         plot_loss([traj], str(tmp / "loss.png"), title=title)
@@ -474,6 +584,7 @@ def run(
 
 @app.command()
 def compare(
+    ctx: typer.Context,
     rules: str = typer.Option("sgd,ngd,sqrt-ngd,ngd-d,sqrt-ngd-d", help="Comma-separated rules."),
     q: float = typer.Option(None, help="q for qngd / qngd-d entries."),
     eps: float = typer.Option(None, help="eps for a damped-ngd entry."),
@@ -494,6 +605,8 @@ def compare(
     saves: int = _COMMON["saves"],
     curvature: str = _COMMON["curvature"],
     solver: str = _COMMON["solver"],
+    max_steps: int = _COMMON["max_steps"],
+    overwrite: bool = _COMMON["overwrite"],
     analytic: bool = typer.Option(
         False, "--analytic", help="Aligned init; integrate the singular-mode ODEs beside each run."
     ),
@@ -514,13 +627,19 @@ def compare(
             raise ValueError("--rules needs at least one rule name")
         if len(set(names)) != len(names):
             raise ValueError(f"--rules lists a rule twice: {rules}")
-        _validate_numbers(t1=t1, t_max=t_max, loss_tol=loss_tol, saves=saves, solver=solver)
+        _validate_numbers(
+            t1=t1, t_max=t_max, loss_tol=loss_tol, saves=saves, solver=solver, max_steps=max_steps
+        )
         fields = {n: _field(n, q, eps, curvature, strict=False) for n in names}
         setup = build_setup(
             task=task, depth=depth, width=width, widths=widths, init=init, scale=scale, seed=seed,
             rank=rank, snr=snr, samples=samples, data=data,
         )  # fmt: skip
         _check_curvature(curvature, setup.net.widths)
+        _check_unused(names, q=q, eps=eps)
+        target = _claim(
+            ctx, out, overwrite, "dlnsim compare", _trajectory_bytes(setup.net.widths, saves, len(names))
+        )
     except ValueError as err:
         _fail(str(err))
     trajs, rows, theories, failures = [], [], [], {}
@@ -531,6 +650,7 @@ def compare(
                 setup, name, fields[name], q=rule_q(name, qq), eps=eps if name == "damped-ngd" else None,
                 seed=seed, init=init, task_name="data" if data else task, t1=t1, t_max=t_max,
                 loss_tol=loss_tol, saves=saves, progress=progress, analytic=analytic, solver=solver,
+                max_steps=max_steps,
             )  # fmt: skip
         except DynamicsBlowUpError as err:
             failures[name] = {"time": err.time, "reason": err.reason, "hint": err.hint}
@@ -540,7 +660,7 @@ def compare(
         rows.append(row)
         theories.append(theory)
     title = f"d={setup.net.depth}, widths {list(setup.net.widths)}; {setup.description}"
-    with atomic_directory(out) as tmp:
+    with target.writing() as tmp:
         _write_json(tmp / "summary.json", {"rules": rows, "failed": failures})
         if trajs:
             (tmp / "trajectories").mkdir()
@@ -561,6 +681,7 @@ def compare(
 
 @app.command()
 def sweep(
+    ctx: typer.Context,
     rule: str = typer.Option("sqrt-ngd", help="Learning rule; see `dlnsim rules`."),
     seeds: int = typer.Option(16, help="Number of initial-weight seeds, run as one vmapped solve."),
     q: float = typer.Option(None, help="Curvature power for qngd / qngd-d (q >= 1; inf = sgd)."),
@@ -582,6 +703,8 @@ def sweep(
     saves: int = _COMMON["saves"],
     curvature: str = _COMMON["curvature"],
     solver: str = _COMMON["solver"],
+    max_steps: int = _COMMON["max_steps"],
+    overwrite: bool = _COMMON["overwrite"],
     out: Path = typer.Option(None, help="Output directory (default runs/sweep-<rule>-d<depth>)."),
     progress: bool = typer.Option(True, help="Show diffrax's progress bar on runs longer than a second."),
 ) -> None:
@@ -597,7 +720,9 @@ def sweep(
     try:
         if int(seeds) != seeds or seeds < 1:
             raise ValueError(f"seeds must be an integer >= 1, got {seeds!r}")
-        _validate_numbers(t1=t1, t_max=t_max, loss_tol=loss_tol, saves=saves, solver=solver)
+        _validate_numbers(
+            t1=t1, t_max=t_max, loss_tol=loss_tol, saves=saves, solver=solver, max_steps=max_steps
+        )
         field_ = _field(rule, q, eps, curvature)
         setup = build_setup(
             task=task, depth=depth, width=width, widths=widths, init=init, scale=scale, seed=seed,
@@ -609,9 +734,10 @@ def sweep(
         batch = init_weights_batch(
             setup.net.widths, keys, init=init, scale=scale, teacher=base.teacher, input_cov=base.input_cov
         )
+        out = Path(out) if out is not None else Path("runs") / f"sweep-{rule}-d{setup.net.depth}"
+        target = _claim(ctx, out, overwrite, "dlnsim sweep", 64 * seeds * saves + (2 << 20))
     except ValueError as err:
         _fail(str(err))
-    out = Path(out) if out is not None else Path("runs") / f"sweep-{rule}-d{setup.net.depth}"
     start = time.perf_counter()
     batch_setup = Setup(setup.task, batch, setup.description)
     result = _simulate_cli(
@@ -623,6 +749,7 @@ def sweep(
         loss_tol=loss_tol,
         saves=saves,
         progress=progress,
+        max_steps=max_steps,
         solver=solver,
     )
     wall = time.perf_counter() - start
@@ -662,7 +789,7 @@ def sweep(
             combined[key] = {
                 "median": float(np.median(values)), "min": float(values.min()), "max": float(values.max())
             }  # fmt: skip
-    with atomic_directory(out) as tmp:
+    with target.writing() as tmp:
         _write_json(tmp / "summary.json", combined)
         (tmp / "seeds").mkdir()
         for r in rows:
@@ -677,15 +804,23 @@ def sweep(
     typer.echo(f"wrote {out}/summary.json, seeds/, loss.png")
 
 
+# A phase portrait integrates each rule's mode ODE over a grid of starts to t1: the flows reach
+# their fixed points by t ~ 10 (Huh 2020, Fig. 1 uses t <= 4), and past 1e6 the plot shows nothing
+# new while the solver (and its markers at fixed fractions of t1) leave any useful range.
+PHASE_T1_RANGE = (1e-6, 1e6)
+
+
 @app.command()
 def phase(
+    ctx: typer.Context,
     rules: str = typer.Option("sgd,ngd,sqrt-ngd,ngd-d,sqrt-ngd-d", help="Comma-separated rules."),
     q: float = typer.Option(None, help="q for qngd / qngd-d entries."),
     eps: float = typer.Option(None, help="eps for a damped-ngd entry."),
     sigma_star: float = typer.Option(1.0, help="The mode's target strength sigma*."),
     start: str = typer.Option("0.25,1.3", help="Initial (sigma_1, sigma_2)."),
-    t1: float = typer.Option(4.0, help="Length of each trajectory."),
+    t1: float = typer.Option(4.0, help="Length of each trajectory (at most 1e6)."),
     out: Path = typer.Option(Path("runs/phase"), help="Output directory."),
+    overwrite: bool = _COMMON["overwrite"],
 ) -> None:
     """Phase portraits of one mode of a d = 2 net in the (sigma_1, sigma_2) plane (Huh 2020, Fig. 1)."""
     from ._analytic import mode_field_of
@@ -711,9 +846,13 @@ def phase(
             raise ValueError(f"--start must be two positive numbers like 0.25,1.3, got {start!r}")
         check_positive("sigma-star", sigma_star)
         check_positive("t1", t1)
+        if not PHASE_T1_RANGE[0] <= t1 <= PHASE_T1_RANGE[1]:
+            raise ValueError(f"--t1 must be from {PHASE_T1_RANGE[0]:g} to {PHASE_T1_RANGE[1]:g}, got {t1!r}")
+        _check_unused(names, q=q, eps=eps)
+        target = _claim(ctx, out, overwrite, "dlnsim phase")
     except ValueError as err:
         _fail(str(err))
-    with atomic_directory(out) as tmp:
+    with target.writing() as tmp:
         markers = plot_phase_portraits(fields, str(tmp / "phase.png"), sigma_star=sigma_star, start=y0, t1=t1)
         _write_json(tmp / "summary.json", {"sigma_star": sigma_star, "start": list(y0), "rules": markers})
     for name, m in markers.items():
@@ -763,6 +902,7 @@ def _plot_wide(summary: dict, path: Path) -> None:
 
 @app.command()
 def wide(
+    ctx: typer.Context,
     fisher: str = typer.Option(
         "bd", help="exact | bd | tri-diagonal | kfac | unit-wise | diagonal | quasi-diagonal."
     ),
@@ -792,8 +932,9 @@ def wide(
     ce_damping: float = typer.Option(
         1e-4, help="Damping rho~ of the softmax Hessian (cross-entropy, S.158)."
     ),
-    seed: int = typer.Option(0, help="Seed for the data and the initial weights."),
+    seed: int = typer.Option(0, help="Seed for the data and the initial weights (0 to 2^63 - 1)."),
     out: Path = typer.Option(None, help="Output directory (default runs/wide-<fisher>-L<depth>)."),
+    overwrite: bool = _COMMON["overwrite"],
 ) -> None:
     """Discrete NGD of a wide MLP with an approximate Fisher, set against the NTK theory
     (Karakida & Osawa 2020). Writes summary.json, curves.npz and loss.png."""
@@ -834,7 +975,7 @@ def wide(
             fisher, damping, kfac_bias="block" if forster else "augmented", loss=loss, ce_damping=ce_damping
         )
         fis.check_depth(depth)
-        k_data, k_net = jr.split(jr.PRNGKey(seed))
+        k_data, k_net = jr.split(jr.PRNGKey(_check_seed(seed)))
         one_hot = loss == "cross-entropy"
         if data is not None:
             task = load_wide_data(str(data), key=k_data)
@@ -868,9 +1009,15 @@ def wide(
             )  # fmt: skip
         widths = (task.input_dim,) + (width,) * (depth - 1) + (task.outputs,)
         net = MLP(widths, activation, key=k_net, sigma_w2=sigma_w2, sigma_b2=sigma_b2, bias=bias, shift=shift)
+        if not np.all(np.isfinite(np.asarray(net(task.x_train)))):
+            raise ValueError(
+                f"the initial network's outputs overflow (--sigma-w2 {sigma_w2:g}, --sigma-b2 {sigma_b2:g}, "
+                f"depth {depth}); use variances of order 1"
+            )
+        out = Path(out) if out is not None else Path("runs") / f"wide-{fisher}-L{depth}"
+        target = _claim(ctx, out, overwrite, "dlnsim wide", 64 * (steps + 1) + (2 << 20))
     except ValueError as err:
         _fail(str(err))
-    out = Path(out) if out is not None else Path("runs") / f"wide-{fisher}-L{depth}"
     start = time.perf_counter()
     try:
         summary = compare_with_theory(net, task, fis, learning_rate=lr, steps=steps, forster=forster)
@@ -878,7 +1025,7 @@ def wide(
         _fail(str(err), code=1)
     summary["seed"] = seed
     summary["wall_time_s"] = round(time.perf_counter() - start, 3)
-    with atomic_directory(out) as tmp:
+    with target.writing() as tmp:
         _write_json(tmp / "summary.json", summary)
         np.savez(
             tmp / "curves.npz",
@@ -902,6 +1049,7 @@ def wide(
 
 @app.command()
 def reproduce(
+    ctx: typer.Context,
     figure_id: str = typer.Argument(
         None, metavar="ID", help="A figure id from --list, or 'all' to run every figure."
     ),
@@ -912,7 +1060,8 @@ def reproduce(
     out: Path = typer.Option(
         None, help="Output directory [default: reproductions/ID]; with 'all', one subdirectory per id."
     ),
-    seed: int = typer.Option(0, help="Base random seed."),
+    seed: int = typer.Option(0, help="Base random seed (0 to 2^63 - 1)."),
+    overwrite: bool = _COMMON["overwrite"],
 ) -> None:
     """Reproduce a figure of the source papers: writes figure.png/.pdf, metrics.json and data.npz.
 
@@ -931,15 +1080,19 @@ def reproduce(
     ids = list(EXPERIMENTS) if figure_id == "all" else [figure_id]
     if figure_id != "all" and figure_id not in EXPERIMENTS:
         _fail(f"unknown figure id {figure_id!r}; allowed: all, {', '.join(EXPERIMENTS)}")
-    if seed < 0:
-        _fail(f"--seed must be a non-negative integer, got {seed}")
     base = Path("reproductions") if out is None else out
+    try:
+        _check_seed(seed)
+        targets = {fid: base / fid if (figure_id == "all" or out is None) else base for fid in ids}
+        claims = {fid: _claim(ctx, t, overwrite, f"dlnsim reproduce {fid}") for fid, t in targets.items()}
+    except ValueError as err:
+        _fail(str(err))
     failed = []
     for fid in ids:
-        target = base / fid if (figure_id == "all" or out is None) else base
+        target = targets[fid]
         typer.echo(f"{fid}: {EXPERIMENTS[fid].title} [{EXPERIMENTS[fid].source}]{' (fast)' if fast else ''}")
         try:
-            rep = run_reproduction(fid, fast=fast, seed=seed, out=target)
+            rep = run_reproduction(fid, fast=fast, seed=seed, out=claims[fid])
         except ValueError as err:
             _fail(f"{fid}: {err}")
         for c in rep.checks:
@@ -962,10 +1115,65 @@ def rules() -> None:
         typer.echo(f"{info.name.ljust(width)}  {info.summary}  [{info.reference}]")
 
 
-def main() -> None:
-    """Console-script entry point."""
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: every failure ends in one ``Error: ...`` line on stderr.
+
+    Exit codes: 0 success; 1 a run failed (dynamics blew up, a reproduction's check failed, out
+    of memory); 2 bad input (options, data, output path); 3 a stalled process (see
+    :class:`dlnsim.StallWatchdog`); 130 interrupted; 143 terminated (SIGTERM).
+    """
+    from ._outputs import terminate_on_signals
+
     _configure()
+    terminate_on_signals()
     try:
-        app()
-    except KeyboardInterrupt:
-        sys.exit(130)
+        code = app(args=argv, prog_name="dlnsim", standalone_mode=False)
+    except typer.TyperException as err:  # typer's own (vendored click) parse errors
+        if type(err).__name__ == "NoArgsIsHelpError":
+            typer.echo(err.ctx.get_help())
+            sys.exit(0)
+        where = f" (see '{err.ctx.command_path} --help')" if getattr(err, "ctx", None) else ""
+        message = " ".join(err.format_message().split())
+        typer.echo(f"Error: {message}{where}", err=True)
+        code = err.exit_code
+    except typer.Abort as err:
+        if isinstance(err.__cause__, EOFError):
+            typer.echo("Error: unexpected end of input (an empty or truncated file?)", err=True)
+            code = 2
+        else:
+            typer.echo("Error: interrupted", err=True)
+            code = 130
+    except Exception as err:  # noqa: BLE001  (the last line of defence: one line, never a traceback)
+        code = _report_unexpected(err)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _report_unexpected(err: Exception) -> int:
+    """One line for an error that escaped the command's own checks; the traceback goes to a file."""
+    import tempfile
+    import traceback
+
+    from ._checks import DynamicsBlowUpError
+
+    first = " ".join(str(err).split())[:300] or type(err).__name__
+    if isinstance(err, (ValueError, TypeError, OverflowError)):
+        typer.echo(f"Error: {first}", err=True)
+        return 2
+    if isinstance(err, DynamicsBlowUpError):
+        typer.echo(f"Error: {first}", err=True)
+        return 1
+    if isinstance(err, MemoryError) or "RESOURCE_EXHAUSTED" in str(err) or "Out of memory" in str(err):
+        typer.echo("Error: out of memory; reduce the widths, --saves or --samples", err=True)
+        return 1
+    fd, path = tempfile.mkstemp(prefix="dlnsim-error-", suffix=".txt")
+    with open(fd, "w") as f:
+        traceback.print_exception(err, file=f)
+    typer.echo(
+        f"Error: internal error {type(err).__name__}: {first} (traceback in {path}; please report it)",
+        err=True,
+    )
+    return 1
+
+
+if __name__ == "__main__":
+    main()

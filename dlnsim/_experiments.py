@@ -8,6 +8,7 @@ with the paper or its theory as a :class:`Check`. :func:`reproduce` runs one and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import platform
@@ -19,7 +20,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ._checks import atomic_directory
+from ._outputs import OutputTarget, claim_output
 
 Relation = Literal["<=", ">=", "<", ">"]
 _RELATIONS: dict[str, Callable[[float, float], bool]] = {
@@ -168,21 +169,25 @@ def metrics(rep: Reproduction, *, fast: bool, seed: int) -> dict[str, Any]:
     )
 
 
-def write_reproduction(rep: Reproduction, out, *, fast: bool, seed: int) -> Path:
+def write_reproduction(rep: Reproduction, out, *, fast: bool, seed: int, overwrite: bool = False) -> Path:
     """Writes ``figure.png``, ``figure.pdf``, ``metrics.json`` and ``data.npz`` into ``out``.
 
-    The directory appears complete or not at all (written to a temporary path, then renamed).
+    ``out`` is a new directory, an empty one, or (with ``overwrite``) an earlier dlnsim result;
+    anything else raises :class:`dlnsim.OutputError`. The directory appears complete or not at
+    all (written to a temporary path, then renamed).
     """
-    out = Path(out)
-    with atomic_directory(out) as tmp:
+    target = out if isinstance(out, OutputTarget) else claim_output(out, overwrite=overwrite)
+    with target, target.writing() as tmp:
         rep.figure.savefig(tmp / "figure.png", dpi=110, bbox_inches="tight")
         rep.figure.savefig(tmp / "figure.pdf", bbox_inches="tight")
         (tmp / "metrics.json").write_text(json.dumps(metrics(rep, fast=fast, seed=seed), indent=2) + "\n")
         np.savez(tmp / "data.npz", **{k: np.asarray(v) for k, v in rep.arrays.items()})
-    return out
+    return target.path
 
 
-def reproduce(id: str, *, fast: bool = False, seed: int = 0, out=None) -> Reproduction:
+def reproduce(
+    id: str, *, fast: bool = False, seed: int = 0, out=None, overwrite: bool = False
+) -> Reproduction:
     """Runs the reproduction ``id`` and, if ``out`` is given, writes its files there.
 
     Args:
@@ -190,7 +195,10 @@ def reproduce(id: str, *, fast: bool = False, seed: int = 0, out=None) -> Reprod
         fast: shrink the sizes so the run takes about a minute on 2 CPU cores; the checks stay
             meaningful. The default runs the paper's sizes.
         seed: the base random seed (the same seed gives the same numbers).
-        out: a directory for ``figure.png``, ``figure.pdf``, ``metrics.json`` and ``data.npz``.
+        out: a directory for ``figure.png``, ``figure.pdf``, ``metrics.json`` and ``data.npz``:
+            a new or empty directory, or an earlier dlnsim result with ``overwrite``. It is
+            checked and locked before the computation starts.
+        overwrite: replace an earlier dlnsim result at ``out`` (never anything else).
 
     Float64 must be switched on by the caller (``jax.config.update("jax_enable_x64", True)``);
     the ``dlnsim`` CLI does so.
@@ -198,13 +206,15 @@ def reproduce(id: str, *, fast: bool = False, seed: int = 0, out=None) -> Reprod
     exp = experiment(id)
     if int(seed) != seed or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    start = time.perf_counter()
-    rep = exp.run(fast=bool(fast), seed=int(seed))
-    rep.wall_seconds = time.perf_counter() - start
-    if rep.id != id:
-        raise RuntimeError(f"reproduction {id!r} returned a result labelled {rep.id!r}")
-    if out is not None:
-        write_reproduction(rep, out, fast=bool(fast), seed=int(seed))
+    target = out if out is None or isinstance(out, OutputTarget) else claim_output(out, overwrite=overwrite)
+    with target if target is not None else contextlib.nullcontext():
+        start = time.perf_counter()
+        rep = exp.run(fast=bool(fast), seed=int(seed))
+        rep.wall_seconds = time.perf_counter() - start
+        if rep.id != id:
+            raise RuntimeError(f"reproduction {id!r} returned a result labelled {rep.id!r}")
+        if target is not None:
+            write_reproduction(rep, target, fast=bool(fast), seed=int(seed))
     return rep
 
 

@@ -65,15 +65,22 @@ def test_run_teacher_task_with_explicit_t1_and_bottleneck(tmp_path):
     assert np.load(out / "trajectory.npz")["t"].size == 21
 
 
-def test_run_replaces_existing_output_atomically(tmp_path):
+def test_run_replaces_only_its_own_output(tmp_path):
+    """A user's directory is refused before computing; dlnsim's own result needs --overwrite."""
     out = tmp_path / "r"
     out.mkdir()
-    (out / "stale.txt").write_text("old")
+    (out / "mine.txt").write_text("the user's")
     args = ("run", "--rule", "sgd", "--task", "teacher", "--width", "3", "--depth", "2", "--t1", "1")
     res = invoke(*args, "--out", out, "--no-progress")
+    assert res.exit_code == 2 and "did not write" in res.output
+    assert (out / "mine.txt").read_text() == "the user's"
+    out = tmp_path / "own"
+    assert invoke(*args, "--out", out, "--no-progress").exit_code == 0
+    res = invoke(*args, "--out", out, "--no-progress")
+    assert res.exit_code == 2 and "--overwrite" in res.output
+    res = invoke(*args, "--out", out, "--no-progress", "--overwrite")
     assert res.exit_code == 0, res.output
-    assert not (out / "stale.txt").exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["own", "r"]
 
 
 def test_run_reports_blow_up(tmp_path, monkeypatch):

@@ -59,7 +59,7 @@ def test_reproduce_writes_complete_outputs(toy, tmp_path):
     rep = experiments.reproduce("toy", fast=True, seed=3, out=tmp_path / "toy")
     assert rep.passed and rep.wall_seconds >= 0
     files = sorted(p.name for p in (tmp_path / "toy").iterdir())
-    assert files == ["data.npz", "figure.pdf", "figure.png", "metrics.json"]
+    assert files == [".dlnsim-output.json", "data.npz", "figure.pdf", "figure.png", "metrics.json"]
     m = json.loads((tmp_path / "toy" / "metrics.json").read_text())
     assert m["id"] == "toy" and m["fast"] is True and m["seed"] == 3 and m["passed"] is True
     assert m["checks"][0] == {
