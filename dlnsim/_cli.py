@@ -66,6 +66,11 @@ def _fail(message: str, code: int = 2):
     raise typer.Exit(code)
 
 
+def _cli_words(message: str) -> str:
+    """A library message in the CLI's terms (its keyword arguments are options here)."""
+    return message.replace("`max_steps`", "max_steps").replace("max_steps", "--max-steps")
+
+
 SEED_MAX = 2**63 - 1
 
 
@@ -569,7 +574,7 @@ def run(
             progress=progress, analytic=init == "aligned", solver=solver, max_steps=max_steps,
         )  # fmt: skip
     except DynamicsBlowUpError as err:
-        _fail(str(err), code=1)
+        _fail(_cli_words(str(err)), code=1)
     title = f"{rule}, d={traj.depth}, widths {list(traj.widths)}; {setup.description}"
     with target.writing() as tmp:
         _write_json(tmp / "summary.json", summary)
@@ -654,7 +659,7 @@ def compare(
             )  # fmt: skip
         except DynamicsBlowUpError as err:
             failures[name] = {"time": err.time, "reason": err.reason, "hint": err.hint}
-            typer.echo(f"{name}: {err}", err=True)
+            typer.echo(f"{name}: {_cli_words(str(err))}", err=True)
             continue
         trajs.append(traj)
         rows.append(row)
@@ -1022,7 +1027,7 @@ def wide(
     try:
         summary = compare_with_theory(net, task, fis, learning_rate=lr, steps=steps, forster=forster)
     except FloatingPointError as err:
-        _fail(str(err), code=1)
+        _fail(_cli_words(str(err)), code=1)
     summary["seed"] = seed
     summary["wall_time_s"] = round(time.perf_counter() - start, 3)
     with target.writing() as tmp:

@@ -129,9 +129,15 @@ def _check_space(out: Path, needed_bytes: int) -> None:
         )
 
 
-def _makedirs(path: Path) -> None:
-    """Creates ``path`` and its parents with the umask's mode."""
+def _makedirs(path: Path) -> list[Path]:
+    """Creates ``path`` and its parents with the umask's mode; returns those it created."""
+    created = []
+    p = path
+    while not p.exists() and p.parent != p:
+        created.append(p)
+        p = p.parent
     path.mkdir(parents=True, exist_ok=True, mode=0o777)
+    return created
 
 
 @dataclass
@@ -143,6 +149,8 @@ class OutputTarget:
     command: str = ""
     _lock_fd: int | None = field(default=None, repr=False)
     _lock_path: Path | None = field(default=None, repr=False)
+    _created: list[Path] = field(default_factory=list, repr=False)
+    _written: bool = field(default=False, repr=False)
 
     @contextlib.contextmanager
     def writing(self):
@@ -167,6 +175,7 @@ class OutputTarget:
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
             with _signals_held():
                 _swap_into_place(tmp, out)
+            self._written = True
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -183,6 +192,10 @@ class OutputTarget:
                 _TEMPORARY.discard(self._lock_path)
         os.close(self._lock_fd)
         self._lock_fd = None
+        if not self._written:  # a refused or failed run leaves no empty parent folders behind
+            for folder in self._created:
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
 
     def __enter__(self) -> OutputTarget:
         return self
@@ -284,12 +297,18 @@ def claim_output(out, *, overwrite: bool = False, needed_bytes: int = 0, command
     _check_target(out, overwrite)
     _check_space(out, needed_bytes)
     try:
-        _makedirs(out.parent)
+        created = _makedirs(out.parent)
     except OSError as err:
         raise OutputError(f"--out {out}: cannot create {out.parent} ({err.strerror})") from None
-    fd, lock = _acquire_lock(out)
+    try:
+        fd, lock = _acquire_lock(out)
+    except BaseException:
+        for folder in created:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
     _TEMPORARY.add(lock)
-    target = OutputTarget(out, overwrite, command, fd, lock)
+    target = OutputTarget(out, overwrite, command, fd, lock, created)
     try:
         _check_target(out, overwrite)  # re-checked under the lock
         _remove_stale(out)

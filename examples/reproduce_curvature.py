@@ -23,7 +23,7 @@ def main(out_dir: Path, fast: bool = True, ids=None) -> dict:
     results = {}
     for fid in IDS if ids is None else ids:
         exp = experiments.experiment(fid)
-        rep = experiments.reproduce(fid, fast=fast, seed=0, out=Path(out_dir) / fid)
+        rep = experiments.reproduce(fid, fast=fast, seed=0, out=Path(out_dir) / fid, overwrite=True)
         print(f"{fid}: {exp.title} [{exp.source}]")
         for c in rep.checks:
             print(f"  {c}")

@@ -24,7 +24,7 @@ def main(out_dir: Path | None = None, fast: bool = True, ids=None) -> dict:
     results = {}
     for id in IDS if ids is None else ids:
         out = None if out_dir is None else Path(out_dir) / id
-        rep = experiments.reproduce(id, fast=fast, seed=0, out=out)
+        rep = experiments.reproduce(id, fast=fast, seed=0, out=out, overwrite=True)
         print(f"{id}: {'passed' if rep.passed else 'FAILED'} in {rep.wall_seconds:.1f} s")
         for c in rep.checks:
             print(f"  {c}")

@@ -22,7 +22,7 @@ def main(out_dir, fast: bool = True, ids=None) -> dict:
     out_dir = Path(out_dir)
     results = {}
     for id in IDS if ids is None else ids:
-        rep = experiments.reproduce(id, fast=fast, seed=0, out=out_dir / id)
+        rep = experiments.reproduce(id, fast=fast, seed=0, out=out_dir / id, overwrite=True)
         results[id] = rep
         print(f"{id}: {'passed' if rep.passed else 'FAILED'} in {rep.wall_seconds:.1f} s")
         for c in rep.checks:

@@ -1,0 +1,129 @@
+"""Process-level guards: the jaxlib deadlock's regression test and the stall watchdog."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import dlnsim
+from dlnsim._runtime import DEADLOCKING_JAXLIB, STALL_EXIT_CODE, StallWatchdog, jaxlib_deadlock_warning
+
+# The case that hung `dlnsim reproduce curvature-fig3 --fast` on jaxlib 0.10.2 (issue 12): the
+# observables of 600 saved states of a block rule, i.e. batched SVDs of every layer's prefix and
+# suffix products, independent of each other, evaluated in a jitted lax.map. On 0.10.2 it
+# deadlocked within the first 20 repetitions in 3 of 3 attempts on this 2-core machine.
+FORMER_HANG = textwrap.dedent(
+    """
+    import sys
+    import jax, jax.random as jr
+    jax.config.update("jax_enable_x64", True)
+    import dlnsim
+    from dlnsim._simulation import _observables
+
+    reps = int(sys.argv[1])
+    n, d, states = 16, 4, 600
+    task = dlnsim.Task(dlnsim.random_teacher(jr.PRNGKey(1), n, n, rank=3))
+    field = dlnsim.vector_field("sqrt-ngd-d")
+    ws = dlnsim.init_weights_batch((n,) * (d + 1), jr.split(jr.PRNGKey(0), states), init="xavier")
+    with dlnsim.StallWatchdog("the former deadlock case", stall_seconds=30):
+        for r in range(reps):
+            jax.block_until_ready(_observables(field, task, None, tuple(w * (1 + 1e-3 * r) for w in ws)))
+    print("completed", reps)
+    """
+)
+
+
+def test_batched_decompositions_in_a_parallel_loop_do_not_deadlock():
+    """Runs the former hang case many times under the watchdog: a deadlock ends the child with
+    the watchdog's exit code (3) and its report, rather than hanging the test suite."""
+    reps = 40
+    proc = subprocess.run(
+        [sys.executable, "-c", FORMER_HANG, str(reps)], capture_output=True, text=True, timeout=1800
+    )
+    assert proc.returncode != STALL_EXIT_CODE, f"deadlocked: {proc.stderr[-2000:]}"
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"completed {reps}" in proc.stdout
+
+
+def test_installed_jaxlib_is_not_one_that_deadlocks():
+    from jaxlib import version
+
+    assert version.__version__ not in DEADLOCKING_JAXLIB
+    assert jaxlib_deadlock_warning() is None
+
+
+def test_deadlock_warning_names_the_fix(monkeypatch):
+    from jaxlib import version
+
+    monkeypatch.setattr(version, "__version__", "0.10.2")
+    warning = jaxlib_deadlock_warning()
+    assert "0.10.2" in warning and "pip install" in warning and "\n" not in warning
+
+
+STALLING_CHILD = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from dlnsim import StallWatchdog
+    marker = Path(sys.argv[1])
+    cleanup = lambda: marker.write_text("cleaned")
+    with StallWatchdog("a sleeping test", stall_seconds=1.0, poll=0.1, on_stall=cleanup):
+        time.sleep(60)  # no CPU, like a deadlocked XLA program
+    print("not reached")
+    """
+)
+
+
+def test_watchdog_reports_a_process_that_uses_no_cpu(tmp_path):
+    marker = tmp_path / "cleanup"
+    proc = subprocess.run(
+        [sys.executable, "-c", STALLING_CHILD, str(marker)], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == STALL_EXIT_CODE
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "a sleeping test used no CPU" in lines[0] and "looks deadlocked" in lines[0]
+    stacks = lines[0].split("Thread stacks: ")[1].split(".txt")[0] + ".txt"
+    assert "time.sleep" in open(stacks).read() or "<string>" in open(stacks).read()
+    assert marker.read_text() == "cleaned"
+    assert "not reached" not in proc.stdout
+
+
+def test_watchdog_stays_quiet_while_the_cpu_works():
+    with StallWatchdog("busy", stall_seconds=0.5, poll=0.05) as dog:
+        total = 0
+        for i in range(3_000_000):  # about a second of pure-Python work
+            total += i
+    assert dog._thread is not None and not dog._thread.is_alive()
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan")])
+def test_watchdog_rejects_bad_settings(bad):
+    with pytest.raises(ValueError, match="stall_seconds"):
+        StallWatchdog("x", stall_seconds=bad)
+
+
+def test_watchdog_disabled_by_zero(monkeypatch):
+    monkeypatch.setenv("DLNSIM_STALL_SECONDS", "0")
+    with StallWatchdog("x") as dog:
+        pass
+    assert dog._thread is None
+    monkeypatch.setenv("DLNSIM_STALL_SECONDS", "soon")
+    with pytest.raises(ValueError, match="DLNSIM_STALL_SECONDS"):
+        StallWatchdog("x")
+
+
+def test_importing_dlnsim_changes_no_process_state():
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import signal, jax, dlnsim; print(jax.config.jax_enable_x64, "
+            "signal.getsignal(signal.SIGTERM) is signal.SIG_DFL)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert out == ["False", "True"]
+    assert dlnsim.StallWatchdog is StallWatchdog
