@@ -467,6 +467,21 @@ def _check_curvature(curvature: str, widths) -> None:
         check_krylov_widths(widths, "--curvature krylov", "--curvature dense or auto")
 
 
+def _check_linear_resources(
+    what, *, depth, width, widths, saves, rule, curvature, q, solver, task, samples, data, batch=1
+) -> None:
+    """Refuses (ValueError, exit 2) a run whose memory or compile time cannot fit this machine,
+    before anything is allocated (see :mod:`dlnsim._resources`)."""
+    from ._resources import check_resources, estimate_linear_run, resolve_widths
+
+    st = task == "student-teacher" and data is None
+    estimate = estimate_linear_run(
+        resolve_widths(depth, width, widths), saves=saves, rule=rule, method=curvature, q=q, solver=solver,
+        samples=samples if st else 0, test_samples=1000 if st else 0, batch=batch,
+    )  # fmt: skip
+    check_resources(estimate, what=what)
+
+
 def _check_unused(names, *, q, eps) -> None:
     """compare/phase: --q and --eps must reach a rule that takes them."""
     if q is not None and not {"qngd", "qngd-d"} & set(names):
@@ -558,6 +573,10 @@ def run(
             t1=t1, t_max=t_max, loss_tol=loss_tol, saves=saves, solver=solver, max_steps=max_steps
         )
         field_ = _field(rule, q, eps, curvature)
+        _check_linear_resources(
+            "this run", depth=depth, width=width, widths=widths, saves=saves, rule=rule, curvature=curvature,
+            q=q, solver=solver, task=task, samples=samples, data=data,
+        )  # fmt: skip
         setup = build_setup(
             task=task, depth=depth, width=width, widths=widths, init=init, scale=scale, seed=seed,
             rank=rank, snr=snr, samples=samples, data=data,
@@ -636,6 +655,10 @@ def compare(
             t1=t1, t_max=t_max, loss_tol=loss_tol, saves=saves, solver=solver, max_steps=max_steps
         )
         fields = {n: _field(n, q, eps, curvature, strict=False) for n in names}
+        _check_linear_resources(
+            "this comparison", depth=depth, width=width, widths=widths, saves=saves, rule=names,
+            curvature=curvature, q=q, solver=solver, task=task, samples=samples, data=data,
+        )  # fmt: skip
         setup = build_setup(
             task=task, depth=depth, width=width, widths=widths, init=init, scale=scale, seed=seed,
             rank=rank, snr=snr, samples=samples, data=data,
@@ -729,6 +752,10 @@ def sweep(
             t1=t1, t_max=t_max, loss_tol=loss_tol, saves=saves, solver=solver, max_steps=max_steps
         )
         field_ = _field(rule, q, eps, curvature)
+        _check_linear_resources(
+            "this sweep", depth=depth, width=width, widths=widths, saves=saves, rule=rule,
+            curvature=curvature, q=q, solver=solver, task=task, samples=samples, data=data, batch=seeds,
+        )  # fmt: skip
         setup = build_setup(
             task=task, depth=depth, width=width, widths=widths, init=init, scale=scale, seed=seed,
             rank=rank, snr=snr, samples=samples, data=data,
@@ -948,6 +975,7 @@ def wide(
 
     from ._checks import check_depth, check_nonnegative, check_positive
     from ._kernels import compare_with_theory
+    from ._resources import check_resources, estimate_wide_run, wide_widths
     from ._wide import (
         FISHERS,
         LOSSES,
@@ -988,6 +1016,13 @@ def wide(
             m0 = 32 if input_dim is None else input_dim
             if int(m0) != m0 or m0 < 1:
                 raise ValueError(f"input-dim must be an integer >= 1, got {m0!r}")
+            check_resources(
+                estimate_wide_run(
+                    wide_widths(depth, width, m0, outputs), samples=samples, outputs=outputs, fisher=fisher,
+                    steps=steps, test_samples=test_samples, bias=bias, loss=loss,
+                ),
+                what="dlnsim wide",
+            )  # fmt: skip
             task = synthetic_task(k_data, samples, m0, outputs=outputs, test_samples=test_samples)
         elif dataset == "digits":
             if input_dim is not None and input_dim != 64:
@@ -1012,7 +1047,14 @@ def wide(
                 forster_transform(task.x_train), task.y_train, task.x_test, task.y_test, task.kind,
                 task.description + "; Forster-transformed training inputs",
             )  # fmt: skip
-        widths = (task.input_dim,) + (width,) * (depth - 1) + (task.outputs,)
+        widths = wide_widths(depth, width, task.input_dim, task.outputs)
+        check_resources(
+            estimate_wide_run(
+                widths, samples=task.n_samples, outputs=task.outputs, fisher=fisher, steps=steps,
+                test_samples=int(task.x_test.shape[0]), bias=bias, loss=loss,
+            ),
+            what="dlnsim wide",
+        )  # fmt: skip
         net = MLP(widths, activation, key=k_net, sigma_w2=sigma_w2, sigma_b2=sigma_b2, bias=bias, shift=shift)
         if not np.all(np.isfinite(np.asarray(net(task.x_train)))):
             raise ValueError(

@@ -1,0 +1,923 @@
+"""Resources a run needs, estimated and checked before anything is allocated or compiled.
+
+``estimate_linear_run`` (``dlnsim run``, ``compare``, ``sweep``) and ``estimate_wide_run``
+(``dlnsim wide``) count the bytes of the arrays a run forms, from the shapes alone, with the number
+of copies measured from peak RSS, and estimate the time it spends before and besides integrating:
+tracing and compiling, building the initial net, and floors on the decompositions it must do.
+``check_resources`` refuses, with one line, an estimate that exceeds a safe fraction of
+:func:`available_memory` or the time limit.
+
+Every figure below was measured on 2026-12-02 on this project's 2-core x86 CPU machine (23.5 GiB,
+jax/jaxlib 0.9.2, float64, one OpenBLAS thread) with the scripts named beside each constant (kept
+in /tmp/res during the measurement, not in the repository). Other sessions were running tests at the
+time (load average 3-7 on the 2 cores), so times are process CPU time, not wall time: they do not
+count the waits for a core, which made the wall times up to 2.5x longer.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ._checks import check_widths
+
+_F64 = 8  # bytes per float64 entry
+
+# ------------------------------------------------------------------------------------------------
+# thresholds
+
+# An estimate is refused when it exceeds this fraction of the available memory: the estimates count
+# the arrays a run forms, not the allocator's fragmentation, XLA's temporaries or other processes
+# that grow while the run goes on.
+SAFE_FRACTION = 0.8
+
+# The longest estimated time besides the integration accepted (tracing and compiling, building the
+# net, floors on the decompositions), in seconds: "a few minutes". DLNSIM_TIME_LIMIT (seconds)
+# overrides it.
+TIME_LIMIT_S = 300.0
+
+
+# ------------------------------------------------------------------------------------------------
+# the estimate
+
+
+def format_bytes(n: float) -> str:
+    """``n`` bytes as a short human figure: 312 GiB, 21.3 GiB, 640 MiB, 12 KiB."""
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            v = n / size
+            return f"{v:.3g} {unit}" if v < 1000 else f"{v:.0f} {unit}"
+    return f"{int(n)} B"
+
+
+def format_seconds(s: float) -> str:
+    if s >= 3600:
+        return f"{s / 3600:.3g} h"
+    if s >= 60:
+        return f"{s / 60:.3g} min"
+    return f"{s:.3g} s"
+
+
+@dataclass(frozen=True)
+class ResourceEstimate:
+    """What a run will need, from its sizes alone.
+
+    Attributes:
+        total_bytes: the estimated peak memory in bytes (the sum of ``breakdown``).
+        breakdown: bytes per part of the run, largest first, e.g.
+            ``{"weights x 600 saves": ..., "dense Gram K": ...}``.
+        seconds: the estimated time that does not depend on the dynamics (tracing and compiling,
+            and where it can be bounded, a floor on the computation), the sum of ``time_breakdown``.
+        time_breakdown: seconds per part.
+        hints: per part of ``breakdown`` or ``time_breakdown``, what shrinks it: options to reduce
+            (``"--saves"``) or advice (``"use --curvature krylov"``).
+        time_notes: per part of ``time_breakdown``, the measurement its figure comes from and the
+            largest size that stays within the time limit.
+    """
+
+    total_bytes: int
+    breakdown: dict[str, int]
+    seconds: float = 0.0
+    time_breakdown: dict[str, float] = field(default_factory=dict)
+    hints: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    time_notes: dict[str, str] = field(default_factory=dict)
+
+    def describe(self, parts: int = 3) -> str:
+        """One line: the memory and its largest parts, then the time where it is a second or more,
+        e.g. ``about 312 GiB (weights x 600 saves: 298 GiB, dense Gram K x 64 states: 14 GiB)``."""
+        out = self.memory_summary(parts)
+        if self.seconds >= 1.0:
+            out += f", and {self.time_summary()}"
+        return out
+
+    def memory_summary(self, parts: int = 3) -> str:
+        top = [(k, v) for k, v in self.breakdown.items() if v > 0][:parts]
+        inner = ", ".join(f"{k}: {format_bytes(v)}" for k, v in top)
+        return f"about {format_bytes(self.total_bytes)}" + (f" ({inner})" if inner else "")
+
+    def time_summary(self) -> str:
+        big = [(k, v) for k, v in self.time_breakdown.items() if v >= 0.05 * self.seconds][:2]
+        inner = ", ".join(f"{k}: {format_seconds(v)}" for k, v in big)
+        return f"about {format_seconds(self.seconds)} besides the integration ({inner})"
+
+    def _hint(self, labels) -> str:
+        options: list[str] = []
+        advice: list[str] = []
+        for k in labels:
+            for h in self.hints.get(k, ()):
+                target = options if h.startswith("--") else advice
+                if h not in target:
+                    target.append(h)
+        out = []
+        if options:
+            out.append(
+                "reduce " + (", ".join(options[:-1]) + " or " if len(options) > 1 else "") + options[-1]
+            )
+        out += advice
+        return " or ".join(out) if out else "reduce the sizes"
+
+    def memory_hint(self) -> str:
+        """The options that shrink the largest parts of ``breakdown`` (joined, without repeats)."""
+        return self._hint(list(self.breakdown)[:3])
+
+    def time_hint(self) -> str:
+        """The options that shrink the largest parts of ``time_breakdown``."""
+        return self._hint(list(self.time_breakdown)[:1])
+
+
+def _estimate(parts: dict[str, float], times: dict[str, float], hints, notes) -> ResourceEstimate:
+    memory = dict(sorted(((k, int(math.ceil(v))) for k, v in parts.items()), key=lambda kv: -kv[1]))
+    times = dict(sorted(times.items(), key=lambda kv: -kv[1]))
+    return ResourceEstimate(
+        total_bytes=int(sum(memory.values())),
+        breakdown=memory,
+        seconds=float(sum(times.values())),
+        time_breakdown=times,
+        hints=dict(hints),
+        time_notes=dict(notes),
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# available memory
+
+
+_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKmMgGtTpP]?)(?:i?[bB])?\s*$")
+
+
+def parse_size(text: str, name: str = "DLNSIM_MEMORY_LIMIT") -> int:
+    """Bytes from ``"8G"``, ``"512M"``, ``"1.5GiB"``, ``"8589934592"`` (K, M, G, T, P: powers of 1024)."""
+    m = _SIZE.match(str(text))
+    if not m:
+        raise ValueError(f"{name} must be a byte count like 8G, 512M or 8589934592, got {text!r}")
+    value = float(m.group(1)) * 1024 ** " KMGTP".index((m.group(2) or " ").upper())
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive byte count like 8G, got {text!r}")
+    return int(value)
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _inactive_file(stat_path: str, key: str) -> int:
+    try:
+        with open(stat_path) as f:
+            for line in f:
+                name, _, value = line.partition(" ")
+                if name == key and value.strip().isdigit():
+                    return int(value)
+    except OSError:
+        pass
+    return 0
+
+
+def _cgroup_dirs() -> list[tuple[str, str]]:
+    """(version, directory) of every cgroup memory controller directory that can limit this
+    process: its own cgroup and each ancestor, for cgroup v2 and v1 layouts."""
+    own = {"v1": "/", "v2": "/"}
+    try:
+        with open("/proc/self/cgroup") as f:
+            for line in f:
+                parts = line.strip().split(":", 2)
+                if len(parts) == 3 and parts[0] == "0" and parts[1] == "":
+                    own["v2"] = parts[2] or "/"
+                elif len(parts) == 3 and "memory" in parts[1].split(","):
+                    own["v1"] = parts[2] or "/"
+    except OSError:
+        pass
+    out = []
+    for version, root in (("v2", "/sys/fs/cgroup"), ("v1", "/sys/fs/cgroup/memory")):
+        path = own[version].strip("/")
+        chain = path.split("/") if path else []
+        for k in range(len(chain), -1, -1):
+            out.append((version, os.path.join(root, *chain[:k])))
+    return out
+
+
+def cgroup_headroom() -> int | None:
+    """Bytes this process's memory cgroups still allow (limit - usage + inactive file cache), the
+    smallest over its cgroup and their ancestors; None where no limit is set."""
+    best = None
+    for version, d in _cgroup_dirs():
+        if version == "v2":
+            limit = _read_int(os.path.join(d, "memory.max"))  # "max" (no limit) reads as None
+            usage = _read_int(os.path.join(d, "memory.current"))
+            cache = _inactive_file(os.path.join(d, "memory.stat"), "inactive_file")
+        else:
+            limit = _read_int(os.path.join(d, "memory.limit_in_bytes"))
+            usage = _read_int(os.path.join(d, "memory.usage_in_bytes"))
+            cache = _inactive_file(os.path.join(d, "memory.stat"), "total_inactive_file")
+        if limit is None or limit >= 2**60:  # v1 writes "no limit" as about 2^63
+            continue
+        room = max(0, limit - max(0, (usage or 0) - cache))
+        best = room if best is None else min(best, room)
+    return best
+
+
+def _meminfo_available() -> int | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def available_memory() -> int:
+    """Bytes of memory available to this process now.
+
+    ``DLNSIM_MEMORY_LIMIT`` (bytes, or with a suffix: ``8G``, ``512M``) overrides everything.
+    Otherwise MemAvailable of /proc/meminfo (or, where there is none, the free physical pages from
+    ``os.sysconf``), capped by the headroom of any cgroup memory limit (v2 ``memory.max`` or v1
+    ``memory.limit_in_bytes``).
+    """
+    env = os.environ.get("DLNSIM_MEMORY_LIMIT")
+    if env is not None and env.strip():
+        return parse_size(env)
+    avail = _meminfo_available()
+    if avail is None:
+        try:
+            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            avail = None
+    room = cgroup_headroom()
+    if avail is None and room is None:
+        raise ValueError(
+            "cannot tell how much memory is available (no /proc/meminfo); set DLNSIM_MEMORY_LIMIT, e.g. 8G"
+        )
+    return int(min(v for v in (avail, room) if v is not None))
+
+
+def time_limit() -> float:
+    """The time limit in seconds: DLNSIM_TIME_LIMIT if set, else :data:`TIME_LIMIT_S`."""
+    env = os.environ.get("DLNSIM_TIME_LIMIT")
+    if env is None or not env.strip():
+        return TIME_LIMIT_S
+    try:
+        value = float(env)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:  # also catches nan
+        raise ValueError(f"DLNSIM_TIME_LIMIT must be a number of seconds > 0 (inf allowed), got {env!r}")
+    return value
+
+
+def check_resources(estimate: ResourceEstimate, *, what: str) -> None:
+    """Raises a one-line ValueError when ``estimate`` needs more than :data:`SAFE_FRACTION` of the
+    available memory, or more time than the limit (:data:`TIME_LIMIT_S`, or DLNSIM_TIME_LIMIT);
+    the message names what is over, the measured figure behind a time limit, and what to reduce.
+
+    ``what`` starts the message, e.g. ``"this run"`` or ``"dlnsim wide"``.
+    """
+    avail = available_memory()
+    limit = time_limit()
+    problems, hints = [], []
+    if estimate.total_bytes > SAFE_FRACTION * avail:
+        source = bool(os.environ.get("DLNSIM_MEMORY_LIMIT", "").strip())
+        problems.append(
+            f"needs {estimate.memory_summary()} but {format_bytes(avail)} is available "
+            f"({'DLNSIM_MEMORY_LIMIT; ' if source else ''}a run may use {SAFE_FRACTION:.0%} of it)"
+        )
+        hints.append(estimate.memory_hint())
+    if estimate.seconds > limit:
+        part = next(iter(estimate.time_breakdown), "")
+        note = estimate.time_notes.get(part, "")
+        problems.append(
+            f"would take about {format_seconds(estimate.seconds)} besides the integration ({part}"
+            f"{': ' + note if note else ''}), over the {format_seconds(limit)} limit"
+        )
+        hints.append(estimate.time_hint() + ", or raise DLNSIM_TIME_LIMIT (seconds)")
+    if problems:
+        raise ValueError(f"{what} {' and '.join(problems)}; {'; '.join(hints)}")
+
+
+# ------------------------------------------------------------------------------------------------
+# deep linear runs (dlnsim run / compare / sweep)
+
+_BLOCK_RULES = ("ngd-d", "sqrt-ngd-d", "qngd-d")
+
+# The observables are mapped over the saved states in vmapped chunks of this size
+# (dlnsim._simulation._observables: jax.lax.map(..., batch_size=64)).
+OBSERVABLE_CHUNK = 64
+
+
+def _curvature_power(rule: str, q: float | None) -> float | None:
+    """The power 1/q the rule applies its curvature with; None for gradient flow (sgd, q = inf)."""
+    if rule == "sgd":
+        return None
+    if rule in ("qngd", "qngd-d"):
+        if q is None:
+            raise ValueError(f"rule {rule!r} needs q >= 1 (q=1 is NGD, q=2 sqrt-NGD, q=inf SGD)")
+        q = float(q)
+        if math.isnan(q) or q < 1:
+            raise ValueError(f"q must be >= 1 (q=1 is NGD, q=2 sqrt-NGD, q=inf SGD), got {q!r}")
+        return None if math.isinf(q) else 1.0 / q
+    return 0.5 if rule.startswith("sqrt-ngd") else 1.0
+
+
+def rule_family(rule: str, widths, *, method: str = "auto", q: float | None = None) -> str:
+    """How the rule's vector field works at these widths: ``"gradient"`` (sgd, q = inf), one of the
+    exact curvature methods ``"dense"``, ``"krylov"``, ``"balanced"`` (as ``GaussNewton`` resolves
+    ``method``), ``"block"`` (ngd-d, sqrt-ngd-d, qngd-d) or ``"bernacchia"``."""
+    from ._curvature import CURVATURE_METHODS, GaussNewton
+    from ._rules import RULES
+
+    if rule not in RULES:
+        raise ValueError(f"unknown rule {rule!r}; choose one of {', '.join(RULES)}")
+    if method not in CURVATURE_METHODS:
+        raise ValueError(f"--curvature must be one of {', '.join(CURVATURE_METHODS)}, got {method!r}")
+    power = _curvature_power(rule, q)
+    if rule == "bernacchia":
+        return "bernacchia"
+    if power is None:
+        return "gradient"
+    if rule in _BLOCK_RULES:
+        return "block"
+    return GaussNewton(method=method).resolved_method(tuple(widths), power)
+
+
+def vector_field_bytes(widths, family: str) -> dict[str, int]:
+    """Bytes of the arrays one evaluation of the vector field forms, by part (float64).
+
+    Counted from the code: every rule forms the prefix and suffix products W_<i (n_{i-1} x n_0) and
+    W_>i (n_d x n_i), the map and one output per layer; ``dense`` adds the n_d n_0 x n_d n_0 Gram
+    matrix K and two more K-sized matrices (the Kronecker term being added and eigh's eigenvectors;
+    measured: 2.73 per state, see the dense-curvature figures below; LAPACK's workspace is counted
+    once by :func:`estimate_linear_run`) and the per-layer factors B_i, A_i; ``krylov`` the
+    singular bases and the per-layer projected factors (d (n_d^2 + n_0^2) twice, d n_d n_0 twice)
+    and the CG vectors; ``block`` two thin SVDs per layer and, on square nets, the LU path's
+    inverse chains and condition-estimate stacks (both branches run under vmap); ``bernacchia``
+    two covariances and their eigh per layer.
+    """
+    widths = tuple(int(n) for n in widths)
+    d, n0, nd = len(widths) - 1, widths[0], widths[-1]
+    params = sum(a * b for a, b in zip(widths[:-1], widths[1:], strict=True))
+    pre = sum(widths[i - 1] * n0 for i in range(1, d + 1))
+    suf = sum(nd * widths[i] for i in range(1, d + 1))
+    base = pre + suf + params + 2 * nd * n0
+    out = {"products and gradient": base}
+    m = nd * n0
+    if family in ("dense", "krylov", "balanced", "block"):
+        out["products and gradient"] += pre  # W_<i Sigma^(1/2)
+    if family == "dense":
+        out["dense Gram K"] = m * m
+        out["Gram assembly and eigh"] = 2 * m * m + m
+        out["dense Gram per-layer factors"] = d * (nd * nd + n0 * n0)
+    elif family == "krylov":
+        out["krylov factors"] = (
+            2 * d * (nd * nd + n0 * n0) + 2 * d * m + suf + pre + nd * nd + n0 * n0 + 16 * m
+        )
+    elif family == "balanced":
+        out["balanced SVD"] = nd * nd + n0 * n0 + 4 * m
+    elif family == "block":
+        svd = 0
+        for i in range(1, d + 1):
+            ni, nim1 = widths[i], widths[i - 1]
+            svd += 2 * (nd * ni + ni * ni + nim1 * n0 + n0 * n0)
+        out["per-layer SVDs"] = svd
+        if all(a == b for a, b in zip(widths[:-1], widths[1:], strict=True)):
+            out["LU path"] = 7 * params + 2 * n0 * n0
+    elif family == "bernacchia":
+        cov = sum(
+            3 * (widths[i] ** 2 + widths[i - 1] ** 2) + widths[i] * widths[i - 1] for i in range(1, d + 1)
+        )
+        out["per-layer covariances and eigh"] = cov
+        if all(a == b for a, b in zip(widths[:-1], widths[1:], strict=True)):
+            out["LU path"] = 7 * params + 2 * n0 * n0
+    elif family != "gradient":
+        raise ValueError(f"unknown vector-field family {family!r}")
+    return {k: _F64 * v for k, v in out.items()}
+
+
+# Trace + compile time of one rule's ``simulate`` (the diffrax solve and the observables), in
+# seconds of process CPU time (the busy machine's wall times were up to 2.5x longer; CPU time does
+# not count waiting for a core), measured 2026-12-02 with /tmp/res/compile_depth.py:
+# ``dlnsim.simulate`` at width 4, init="orthogonal", t1 = 1e-3, 8 saves, first call minus second.
+# CPU seconds with one layer shape:
+#   d =                      16      64     256    1024
+#   sgd                     5.7    14.8    48.2   296.0
+#   ngd (dense)             6.4    16.6    64.1
+#   sqrt-ngd (krylov)       9.6    19.5    74.1
+#   sqrt-ngd-d (block)      8.4    18.8    77.2
+#   bernacchia             11.5    36.7   167.6
+# The per-layer blocks are unrolled Python loops and XLA's passes grow faster than the graph:
+# sgd fits 4 s + 0.135 d + 1.465e-4 d^2 (6.2 / 13.2 / 48.2 / 296 s at these depths). The other
+# rules are taken as that curve times their ratio to sgd at d = 256 (within 10% at d = 16 and 64;
+# beyond 256 only sgd was measured). The balanced method was not measured; it gets the block
+# rules' factor (one SVD per evaluation, the same unrolled products).
+# Distinct layer shapes add to it: sgd with every width different (k = d shapes) took
+# 14.9 / 28.6 / 78.5 s at d = 16 / 32 / 64, i.e. 9.2 / 19.6 / 63.7 s over one shape, and hidden
+# widths cycling through 7 values (9 shapes) added 4-9 s at d = 16 to 256 (sgd, sqrt-ngd-d):
+# max(0.75 (k - 1), 0.19 (k - 1)^1.4) s covers both.
+COMPILE_BASE_S = 4.0
+COMPILE_PER_LAYER_S, COMPILE_PER_LAYER2_S = 0.135, 1.465e-4
+COMPILE_FACTOR = {
+    "gradient": 1.0,
+    "dense": 1.36,
+    "krylov": 1.59,
+    "balanced": 1.66,
+    "block": 1.66,
+    "bernacchia": 3.70,
+}
+COMPILE_PER_SHAPE_S = 0.75
+COMPILE_SHAPES_COEFF, COMPILE_SHAPES_EXPONENT = 0.19, 1.4
+
+# Building the initial net eagerly (DeepLinearNet: a normal draw and an ord-2 norm, i.e. an SVD, per
+# layer), CPU seconds: 0.014 per layer (d = 256, one shape: 3.6 s) and 0.77-0.88 per distinct layer
+# shape, as every eager op compiles once per new shape (k = 16 / 32 / 64 all distinct: 12.9 / 28.1 /
+# 49.2 s; /tmp/res/init_time.py and compile_depth.py).
+INIT_PER_LAYER_S = 0.014
+INIT_PER_SHAPE_S = 0.85
+
+# Resident memory of the compiled code (peak RSS growth, /tmp/res/compile_depth.py): per layer and
+# rule from d = 16 to 256 with one shape, MiB: sgd 1.45 (1.6 to d = 1024), ngd 1.7, krylov 1.8,
+# sqrt-ngd-d 2.0, bernacchia 4.2; per distinct layer shape (eager executables of the initial net and
+# the compiled code), 33-36 MiB (sgd, all widths distinct: 983 / 1536 / 2569 MiB at d = 16 / 32 / 64).
+COMPILED_BYTES_PER_LAYER = {
+    "gradient": 1.6 * 2**20,
+    "dense": 1.7 * 2**20,
+    "krylov": 1.8 * 2**20,
+    "balanced": 2.0 * 2**20,
+    "block": 2.0 * 2**20,
+    "bernacchia": 4.2 * 2**20,
+}
+COMPILED_BYTES_PER_SHAPE = 36 * 2**20
+
+# Peak RSS a `dlnsim run` adds beyond its arrays (XLA's compiled solve and observables at small
+# depth, matplotlib): the intercepts of the fits below, 310-350 MiB (wide runs: 363 MiB).
+RUNTIME_BASELINE_BYTES = 360 * 2**20
+
+# Copies of the saved trajectory at the peak (measured 2026-12-02 with /tmp/res/mem_linear.py,
+# peak RSS of `dlnsim run --task teacher --rule sgd --t1 0.001`): depth 1, width 128 (no conserved
+# quantities) grew 3.02 x (weights per save) per save between 1000 and 3000 saves; depth 4, width
+# 64 grew 3.70 x, i.e. 3 copies of the weights plus 0.93 of the conserved quantities C_i
+# (0.75 x the weights there). The copies: the solver's saved states, the rows gathered for the
+# observables and the trajectory's own arrays. A sweep of B seeds (`dlnsim sweep`, 2 vs 6 seeds at
+# 1000 saves) grew 2.04 x per seed and save: the batched solution plus each seed's trajectory,
+# with one seed's transient copy on top; against the peaks (1203 / 2273 MiB) 2.2 B + 1.5 copies
+# bounds both. `dlnsim compare` keeps each finished rule's trajectory: 3 gradient-flow rules vs 1
+# at 2000 saves (width 64, depth 4) added 1.12 x per rule and save, i.e. 2 + 1.2 R copies for
+# R rules.
+TRAJECTORY_COPIES_SINGLE = 3
+TRAJECTORY_COPIES_PER_SEED, TRAJECTORY_COPIES_BATCH_EXTRA = 2.2, 1.5
+TRAJECTORY_COPIES_PER_RULE, TRAJECTORY_COPIES_COMPARE_EXTRA = 1.2, 2
+
+# Tsit5 holds 7 stages, the state before and after a step, the error estimate and the dense
+# interpolation data for the save grid, and the while loop double-buffers its carry: 24 states.
+TSIT5_STATES = 24
+
+# Kvaerno5 materialises the P x P Jacobian of the vector field (jacfwd: the vector field on P
+# tangents at once) and its LU factors: at width 40, depth 3 (P = 4800) it added 1100 MiB of
+# peak RSS over Tsit5, against 2 P^2 (Jacobian and LU, 352 MiB) + P x one evaluation (675 MiB).
+IMPLICIT_SOLVERS = ("kvaerno5",)
+
+# Dense curvature: the peak RSS of `dlnsim run --rule ngd --widths 30,2,30` (n_d n_0 = 900, dense)
+# grew by 850 MiB between 15 and 100 saves (observable chunks of 16 and 64 states): 2.73 K-sized
+# matrices per state at once (K, the Kronecker term, eigh's eigenvectors). vector_field_bytes
+# counts 1 + 2 per state and LAPACK's 2 m^2 workspace once.
+# eigh of an m x m matrix took 2.0e-10 m^3 s of CPU (one thread, m = 1024 / 2048 / 3000:
+# 0.21 / 1.60 / 5.6 s; /tmp/res/eigh_time.py).
+EIGH_SECONDS_PER_M3 = 2.0e-10
+
+
+# Depths beyond this are refused before a widths tuple is even built: compiling them would take
+# weeks by the fits above (and a tuple of 10^9 widths alone fills memory).
+MAX_DEPTH = 100_000
+
+
+def _check_depth(depth) -> int:
+    from ._checks import check_depth
+
+    depth = check_depth(depth)
+    if depth > MAX_DEPTH:
+        raise ValueError(
+            f"depth must be at most {MAX_DEPTH}, got {depth}: tracing and compiling takes minutes at "
+            "depth 1000 already (see dlnsim._resources)"
+        )
+    return depth
+
+
+def resolve_widths(depth: int, width: int, widths: str | Sequence[int] | None) -> tuple[int, ...]:
+    """The net's widths from the CLI's ``--depth``/``--width`` or ``--widths 5,3,2,3,4``, as
+    ``dlnsim run`` builds them, without building anything."""
+
+    if widths:
+        if isinstance(widths, str):
+            try:
+                parsed = tuple(int(w) for w in widths.split(","))
+            except ValueError:
+                raise ValueError(
+                    f"--widths must be comma-separated integers like 5,3,2,3,4, got {widths!r}"
+                ) from None
+        else:
+            parsed = tuple(widths)
+        parsed = check_widths(parsed)
+        _check_depth(len(parsed) - 1)
+        return parsed
+    depth = _check_depth(depth)
+    return (_count("width", width, 1),) * (depth + 1)
+
+
+def wide_widths(depth: int, width: int, input_dim: int, outputs: int) -> tuple[int, ...]:
+    """The MLP's widths ``(M_0, M, ..., M, C)`` of ``dlnsim wide --depth L --width M``."""
+    depth = _check_depth(depth)
+    for name, v in (("width", width), ("input-dim", input_dim), ("outputs", outputs)):
+        _count(name, v, 1)
+    return (int(input_dim),) + (int(width),) * (depth - 1) + (int(outputs),)
+
+
+def _count(name: str, value, low: int) -> int:
+    try:
+        ok = not isinstance(value, bool) and int(value) == value and value >= low
+    except (TypeError, ValueError, OverflowError):  # nan, inf, None, strings
+        ok = False
+    if not ok:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def _layer_shapes(widths) -> int:
+    return len(set(zip(widths[:-1], widths[1:], strict=True)))
+
+
+def _shapes_seconds(shapes: int) -> float:
+    k = max(shapes - 1, 0)
+    return max(COMPILE_PER_SHAPE_S * k, COMPILE_SHAPES_COEFF * k**COMPILE_SHAPES_EXPONENT)
+
+
+def compile_seconds(depth: int, family: str, shapes: int = 1) -> float:
+    """Estimated CPU seconds to trace and compile one rule's ``simulate`` for ``depth`` layers of
+    ``shapes`` distinct shapes (see COMPILE_PER_LAYER_S)."""
+    per_depth = COMPILE_PER_LAYER_S * depth + COMPILE_PER_LAYER2_S * depth**2
+    return COMPILE_BASE_S + COMPILE_FACTOR[family] * per_depth + _shapes_seconds(shapes)
+
+
+def _set_up_seconds(depth: int, families, shapes: int, batch: int = 1) -> float:
+    """Building the initial net(s) and compiling every rule, for ``depth`` layers of ``shapes``
+    distinct shapes."""
+    shapes = min(shapes, depth) if depth else 1
+    compile_ = sum(compile_seconds(depth, f, shapes) for f in families)
+    return compile_ + (1 + (batch > 1)) * (INIT_PER_LAYER_S * depth + INIT_PER_SHAPE_S * shapes)
+
+
+def max_depth(families, budget: float, *, shapes: int = 1, batch: int = 1) -> int:
+    """The largest depth whose estimated set-up time (:func:`_set_up_seconds`) fits in ``budget``."""
+    families = [families] if isinstance(families, str) else list(families)
+    lo, hi = 0, 1
+    while _set_up_seconds(hi, families, shapes, batch) <= budget and hi < 2**40:
+        lo, hi = hi, 2 * hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if _set_up_seconds(mid, families, shapes, batch) <= budget else (lo, mid)
+    return lo
+
+
+def estimate_linear_run(
+    widths: Sequence[int],
+    *,
+    saves: int,
+    rule: str | Sequence[str],
+    method: str = "auto",
+    batch: int = 1,
+    q: float | None = None,
+    solver: str = "tsit5",
+    samples: int = 0,
+    test_samples: int = 0,
+) -> ResourceEstimate:
+    """Memory and set-up time of a deep linear run (``dlnsim run``, ``compare``, ``sweep``).
+
+    Args:
+        widths: ``(n_0, ..., n_d)``.
+        saves: saved times (``--saves``); the final state is saved too.
+        rule: a rule name, or for ``compare`` the list of rules run one after another (each
+            finished trajectory is kept until the outputs are written).
+        method: ``--curvature`` (auto, dense, krylov, balanced), resolved as ``GaussNewton`` does.
+        batch: initial weights integrated at once (``sweep --seeds``).
+        q: the power of qngd / qngd-d.
+        solver: ``tsit5`` or ``kvaerno5`` (implicit: a dense P x P Jacobian).
+        samples, test_samples: rows of the student-teacher data set (0 for a noise-free task);
+            each saved state's train and test loss forms the residuals of all of them.
+
+    The memory is the saved trajectory (measured copies), the conserved quantities of every saved
+    state, the vector field's arrays (:func:`vector_field_bytes`) for all states evaluated at once
+    (the batch in the solve, 64 saved states in the observables), the solver state, the data and
+    the compiled code. The time is the measured trace + compile time of each rule (growing as
+    d + 1.1e-3 d^2 and with the number of distinct layer shapes), building the initial net, and for
+    dense curvature a floor of one eigh of K per saved state.
+    """
+    widths = check_widths(widths)
+    saves = _count("saves", saves, 2)
+    batch = _count("batch (seeds)", batch, 1)
+    samples = _count("samples", samples, 0)
+    test_samples = _count("test_samples", test_samples, 0)
+    if solver not in ("tsit5",) + IMPLICIT_SOLVERS:
+        raise ValueError(f"--solver must be one of tsit5, {', '.join(IMPLICIT_SOLVERS)}, got {solver!r}")
+    rules = [rule] if isinstance(rule, str) else list(rule)
+    if not rules:
+        raise ValueError("give at least one rule")
+    d, n0, nd = len(widths) - 1, widths[0], widths[-1]
+    shapes = _layer_shapes(widths)
+    params = sum(a * b for a, b in zip(widths[:-1], widths[1:], strict=True))
+    state = _F64 * params
+    rows = saves + 1
+    chunk = min(OBSERVABLE_CHUNK, rows)
+    at_once = max(batch, chunk)
+    if len(rules) > 1:
+        copies = TRAJECTORY_COPIES_PER_RULE * len(rules) * batch + TRAJECTORY_COPIES_COMPARE_EXTRA
+    elif batch > 1:
+        copies = TRAJECTORY_COPIES_PER_SEED * batch + TRAJECTORY_COPIES_BATCH_EXTRA
+    else:
+        copies = TRAJECTORY_COPIES_SINGLE
+
+    families = {
+        r: rule_family(r, widths, method=method, q=q if r in ("qngd", "qngd-d") else None) for r in rules
+    }
+    per_eval = {r: vector_field_bytes(widths, f) for r, f in families.items()}
+    worst = max(rules, key=lambda r: sum(per_eval[r].values()))
+
+    parts: dict[str, float] = {}
+    hints: dict[str, tuple[str, ...]] = {}
+    saved = f"weights x {saves} saves" + (f" x {batch} seeds" if batch > 1 else "")
+    if len(rules) > 1:
+        saved += f" x {len(rules)} rules"
+    parts[saved] = rows * state * copies
+    hints[saved] = ("--saves", "--width/--widths", "--depth") + (("--seeds",) if batch > 1 else ())
+    hidden = sum(n * n for n in widths[1:-1])
+    if hidden:
+        label = f"conserved quantities x {saves} saves"
+        parts[label] = _F64 * rows * hidden
+        hints[label] = ("--saves", "--width/--widths")
+    from ._curvature import structurally_full_rank
+
+    dense_advice = (
+        "use --curvature krylov or smaller input and output widths (K is n_d n_0 x n_d n_0)"
+        if structurally_full_rank(widths)
+        else "use smaller input and output widths (K is n_d n_0 x n_d n_0)"
+    )
+    for part, nbytes in per_eval[worst].items():
+        label = f"{part} x {at_once} states"
+        parts[label] = at_once * nbytes
+        hints[label] = (
+            (dense_advice,)
+            if part.startswith("dense") or part.startswith("Gram")
+            else ("--width/--widths", "--depth") + (("--seeds",) if batch > 1 else ())
+        )
+    if families[worst] == "dense":
+        parts["eigh workspace"] = _F64 * 2 * (n0 * nd) ** 2
+        hints["eigh workspace"] = hints[f"dense Gram K x {at_once} states"]
+    label = "solver state" + (f" x {batch} seeds" if batch > 1 else "")
+    parts[label] = TSIT5_STATES * state * batch
+    hints[label] = ("--width/--widths", "--depth")
+    if solver in IMPLICIT_SOLVERS:
+        label = f"{solver} Jacobian ({params} x {params}) and LU"
+        parts[label] = 2 * _F64 * params * params * batch
+        hints[label] = ("use --solver tsit5 (the implicit solver forms a dense P x P Jacobian)",)
+        label2 = f"{solver} Jacobian: vector field on {params} tangents"
+        parts[label2] = params * sum(per_eval[worst].values()) * batch
+        hints[label2] = hints[label]
+    if samples or test_samples:
+        label = "data residuals" + f" x {chunk} states"
+        parts[label] = (
+            _F64 * (samples + test_samples) * (n0 + 2 * nd) + _F64 * chunk * (samples + test_samples) * nd
+        )
+        hints[label] = ("--samples",)
+    parts["task"] = _F64 * (4 * n0 * nd + 3 * n0 * n0)
+    label = f"compiled code ({d} layers)"
+    parts[label] = sum(COMPILED_BYTES_PER_LAYER[f] for f in families.values()) * d
+    hints[label] = ("--depth",)
+    if shapes > 1:
+        label = f"compiled code ({shapes} layer shapes)"
+        parts[label] = COMPILED_BYTES_PER_SHAPE * shapes
+        hints[label] = ("use fewer distinct --widths",)
+    parts["runtime baseline"] = RUNTIME_BASELINE_BYTES
+
+    times: dict[str, float] = {}
+    notes: dict[str, str] = {}
+    limit = time_limit()
+    label = f"trace and compile {d} layers" + (f", {shapes} layer shapes" if shapes > 1 else "")
+    times[label] = sum(compile_seconds(d, f, shapes) for f in families.values())
+    slowest = max(families.values(), key=lambda f: COMPILE_FACTOR[f])
+    fams = list(families.values())
+    notes[label] = (
+        f"{COMPILE_BASE_S:g} s + {COMPILE_FACTOR[slowest]:g} x ({COMPILE_PER_LAYER_S:g} d + "
+        f"{COMPILE_PER_LAYER2_S:.3g} d^2) s for {slowest} rules and 0.75-1 s per distinct layer shape, "
+        f"measured on a 2-core CPU; {format_seconds(limit)} fits depth {max_depth(fams, limit, batch=batch)}"
+        f" ({max_depth(fams, limit, shapes=2**62, batch=batch)} if every width differs)"
+        + (f", for these {len(rules)} rules" if len(rules) > 1 else "")
+    )
+    hints[label] = ("--depth", "use fewer distinct --widths")
+    label = f"build the initial net ({shapes} layer shape{'s' if shapes > 1 else ''})"
+    times[label] = (1 + (batch > 1)) * (INIT_PER_LAYER_S * d + INIT_PER_SHAPE_S * shapes)
+    notes[label] = (
+        f"measured {INIT_PER_SHAPE_S:g} s per distinct layer shape, {INIT_PER_LAYER_S:g} s per layer"
+    )
+    hints[label] = ("use fewer distinct --widths",)
+    dense = [r for r, f in families.items() if f == "dense"]
+    if dense:
+        m = n0 * nd
+        label = f"dense eigh of K ({m} x {m}) on every saved state"
+        evals = len(dense) * batch * (rows + 7)
+        times[label] = evals * EIGH_SECONDS_PER_M3 * float(m) ** 3
+        notes[label] = (
+            f"a floor: {evals} evaluations x {EIGH_SECONDS_PER_M3:g} m^3 s per eigh (measured), before "
+            "counting the solver's steps"
+        )
+        hints[label] = ("--saves", dense_advice)
+    return _estimate(parts, times, hints, notes)
+
+
+# ------------------------------------------------------------------------------------------------
+# wide networks (dlnsim wide)
+
+# Copies of the MLP's parameters at the peak of `dlnsim wide` (the initial net, the trained one, the
+# update and each Fisher's per-parameter arrays), from peak RSS at width 2048 and 4096, depth 3,
+# N = 16, 3 steps (measured 2026-12-02 with /tmp/res/mem_wide.py; 129 MiB of parameters at 4096):
+# bd 4.26, exact 3.8, kfac 4.96, unit-wise 5.26, diagonal 6.94, quasi-diagonal 10.2 copies, over an
+# intercept of 360 MiB. The default run (width 512, N = 16) peaked at 412 MiB over the imports, about
+# 385 MiB besides its arrays: WIDE_RUNTIME_BASELINE_BYTES.
+WIDE_RUNTIME_BASELINE_BYTES = 400 * 2**20
+WIDE_PARAMETER_COPIES = {
+    "exact": 4.5,
+    "bd": 4.5,
+    "tri-diagonal": 4.5,
+    "kfac": 5.5,
+    "unit-wise": 5.5,
+    "diagonal": 7.5,
+    "quasi-diagonal": 10.5,
+}
+
+# Sample-space matrices (A = N C training rows, L layers), in A x A matrices: the layer-wise Fishers
+# (bd, tri-diagonal, exact with cross-entropy) form L Gram matrices, their eigenvectors and the
+# (L A) x (L A) coupled matrix with its pseudo-inverse (dlnsim._wide._layerwise_operator). Peak RSS
+# of `dlnsim wide --width 64 --steps 2` over the intercept, MiB (/tmp/res/mem_wide.py):
+#   bd, depth 3, N = 600 / 1200: 247 / 784;  bd, depth 6, N = 600: 570;  N = 1200, depth 3: exact 168,
+#   kfac 361, unit-wise 5542 (129 units). estimate_wide_run gives 227 / 836 / 693 and 220 / 407 / 5805
+#   (5 (L A)^2 + 8 L A^2 for bd, with Theta_bar and the NTK, parameters, signals and compiled code).
+WIDE_LAYERWISE_COUPLED = 5
+WIDE_LAYERWISE_PER_LAYER = 8
+
+# Trace + compile time of compare_with_theory (CPU seconds, width 32, N = 8, 2 steps;
+# /tmp/res/compile_wide.py, 2026-12-02). bd at L = 3 / 12 / 48 / 64 / 96 / 128: 3.9 / 6.7 / 22.1 /
+# 32.8 / 118.7 / 263.2 s: the layer-wise operator builds L^2 blocks, and its compile time grows
+# about as L^3 at large L: WIDE_COMPILE_BASE_S + 0.2 L + 1.2e-4 L^3 bounds every point. kfac at
+# L = 48 took 5.7 s (no L^2 blocks): 0.2 s per layer bounds it.
+WIDE_COMPILE_BASE_S = 4.0
+WIDE_COMPILE_PER_LAYER_S = 0.2
+WIDE_COMPILE_CUBIC_S = 1.2e-4
+# Resident compiled code: bd grew 464 / 726 / 905 / 1255 / 1890 MiB at L = 3 / 48 / 64 / 96 / 128.
+WIDE_COMPILED_BYTES_PER_LAYER = 6 * 2**20
+WIDE_COMPILED_BYTES_PER_LAYER2 = 0.06 * 2**20
+
+
+def _wide_fisher(fisher: str, loss: str) -> str:
+    from ._wide import FISHERS, LOSSES
+
+    if fisher not in FISHERS:
+        raise ValueError(f"unknown fisher {fisher!r}; choose one of {', '.join(FISHERS)}")
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
+    return fisher
+
+
+def _coupled(fisher: str, loss: str) -> bool:
+    """Whether the Fisher forms the (L N C)^2 coupled layer-wise matrix."""
+    return fisher in ("bd", "tri-diagonal") or (fisher == "exact" and loss == "cross-entropy")
+
+
+def wide_compile_seconds(depth: int, fisher: str, loss: str = "mse") -> float:
+    """Estimated CPU seconds to trace and compile ``dlnsim wide`` at depth L (see WIDE_COMPILE_*)."""
+    seconds = WIDE_COMPILE_BASE_S + WIDE_COMPILE_PER_LAYER_S * depth
+    if _coupled(fisher, loss):
+        seconds += WIDE_COMPILE_CUBIC_S * depth**3
+    return seconds
+
+
+def estimate_wide_run(
+    widths: Sequence[int],
+    *,
+    samples: int,
+    outputs: int,
+    fisher: str,
+    steps: int,
+    test_samples: int,
+    bias: bool = True,
+    loss: str = "mse",
+) -> ResourceEstimate:
+    """Memory and set-up time of ``dlnsim wide`` (dlnsim._kernels.compare_with_theory).
+
+    Args:
+        widths: ``(M_0, M_1, ..., M_{L-1}, C)``.
+        samples, test_samples: N and N'.
+        outputs: C (must equal ``widths[-1]``).
+        fisher: the Fisher approximation (``--fisher``); ``loss`` mse or cross-entropy.
+        steps: NGD steps T.
+
+    Counted: the parameters (measured copies per Fisher), the forward and backward signals on the
+    training and test inputs (h_l: N x M_l, delta_l: N x C x M_l, formed three times), the data,
+    and each Fisher's sample-space matrices (A = N C): the layer-wise Fishers' L Gram matrices
+    and (L A)^2 coupled matrix, exact's sum of Grams, K-FAC's factors (L A^2 and L N^2), the
+    unit-wise Fisher's M_l Gram matrices of size A^2 per layer; for all, Theta_bar and the NTK on
+    train and test rows. The time is the measured compile time and a floor of one eigh of the
+    largest sample-space matrix per step.
+    """
+    widths = check_widths(widths)
+    fisher = _wide_fisher(fisher, loss)
+    n = _count("samples", samples, 1)
+    nt = _count("test-samples", test_samples, 1)
+    c = _count("outputs", outputs, 1)
+    steps = _count("steps", steps, 0)
+    if widths[-1] != c:
+        raise ValueError(f"the last width is the number of outputs C = {c}, got widths {list(widths)}")
+    depth = len(widths) - 1
+    params = sum(a * b for a, b in zip(widths[:-1], widths[1:], strict=True))
+    if bias:
+        params += sum(widths[1:])
+    a, at = n * c, nt * c
+
+    parts: dict[str, float] = {}
+    hints: dict[str, tuple[str, ...]] = {}
+    copies = WIDE_PARAMETER_COPIES[fisher]
+    label = f"parameters ({params}) x {copies:g} copies"
+    parts[label] = _F64 * params * copies
+    hints[label] = ("--width", "--depth")
+    units = sum(widths[1:])
+    label = "signals on train and test inputs"
+    parts[label] = _F64 * 3 * (n + nt) * (sum(widths[:-1]) + c * units)
+    hints[label] = ("--samples/--test-samples", "--width")
+    parts["data"] = _F64 * 3 * (n + nt) * (widths[0] + c)
+    hints["data"] = ("--samples/--test-samples",)
+    sample_hint = ("--samples",)
+    if _coupled(fisher, loss):
+        label = f"coupled layer-wise matrix ({depth * a} x {depth * a})"
+        parts[label] = _F64 * WIDE_LAYERWISE_COUPLED * (depth * a) ** 2
+        hints[label] = sample_hint + ("--depth",)
+        label = f"layer Gram matrices ({depth} x {a} x {a})"
+        parts[label] = _F64 * WIDE_LAYERWISE_PER_LAYER * depth * a * a
+        hints[label] = sample_hint
+    elif fisher == "exact":
+        label = f"layer Gram matrices ({depth} x {a} x {a})"
+        parts[label] = _F64 * (3 * depth + 4) * a * a
+        hints[label] = sample_hint
+    elif fisher == "kfac":
+        label = f"K-FAC factors ({depth} x ({a}^2 + {n}^2))"
+        parts[label] = _F64 * (6 * depth * a * a + 4 * depth * n * n)
+        hints[label] = sample_hint
+    elif fisher == "unit-wise":
+        label = f"unit-wise Gram matrices ({units} units x {a} x {a})"
+        parts[label] = _F64 * (4 * units * a * a + max(widths[1:]) * at * a)
+        hints[label] = ("--samples", "--width")
+    label = f"Theta_bar and NTK ({a} x {a}, {at} x {a})"
+    parts[label] = _F64 * (4 * a * a + 2 * depth * at * a)
+    hints[label] = sample_hint
+    label = f"compiled code ({depth} layers)"
+    parts[label] = WIDE_COMPILED_BYTES_PER_LAYER * depth + (
+        WIDE_COMPILED_BYTES_PER_LAYER2 * depth**2 if _coupled(fisher, loss) else 0
+    )
+    hints[label] = ("--depth",)
+    parts["runtime baseline"] = WIDE_RUNTIME_BASELINE_BYTES
+
+    times: dict[str, float] = {}
+    notes: dict[str, str] = {}
+    limit = time_limit()
+    label = f"trace and compile {depth} layers"
+    times[label] = wide_compile_seconds(depth, fisher, loss)
+    fits = 0
+    while wide_compile_seconds(fits + 1, fisher, loss) <= limit and fits < 10**7:
+        fits = fits + 1 if fits < 1000 else int(fits * 1.01) + 1
+    notes[label] = (
+        f"measured on a 2-core CPU: {WIDE_COMPILE_BASE_S:g} s + {WIDE_COMPILE_PER_LAYER_S:g} s x L"
+        + (
+            f" + {WIDE_COMPILE_CUBIC_S:g} s x L^3 for the layer-wise Fishers"
+            if _coupled(fisher, loss)
+            else ""
+        )
+        + f"; depth <= {fits} fits in {format_seconds(limit)}"
+    )
+    hints[label] = ("--depth",)
+    evals = steps + 1
+    if _coupled(fisher, loss):
+        m, count = depth * a, evals
+    elif fisher == "unit-wise":
+        m, count = a, evals * units
+    elif fisher == "kfac":
+        m, count = max(a, n), evals * 2 * depth
+    else:
+        m, count = a, evals
+    label = f"eigh of {count} sample-space matrices of size {m}"
+    times[label] = count * EIGH_SECONDS_PER_M3 * float(m) ** 3
+    notes[label] = (
+        f"a floor: {EIGH_SECONDS_PER_M3:g} m^3 s per eigh (measured), once per step and at the start"
+    )
+    hints[label] = sample_hint
+    return _estimate(parts, times, hints, notes)
