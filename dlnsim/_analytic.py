@@ -13,7 +13,15 @@ import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 
-from ._checks import check_depth, check_finite, check_nonnegative, check_positive, check_q
+from ._checks import (
+    as_real_array,
+    check_depth,
+    check_finite,
+    check_integer,
+    check_nonnegative,
+    check_positive,
+    check_q,
+)
 
 # ---------------------------------------------------------------------------------------------
 # Stiffness, effective depth and scaling exponents
@@ -97,6 +105,7 @@ class ModeVectorField(eqx.Module):
         check_nonnegative("damping", self.damping)
 
     def __call__(self, t, sigmas, args):
+        check_finite("sigmas", sigmas)  # concrete calls only; skipped under a JAX trace
         sigma_star, lam = args if isinstance(args, tuple) else (args, 1.0)
         lam = jnp.asarray(lam)
         d = sigmas.shape[0]
@@ -109,9 +118,12 @@ class ModeVectorField(eqx.Module):
             curvature = d * lam * j**2
         else:
             curvature = jnp.broadcast_to(lam * jnp.sum(j**2, axis=0), j.shape)
-        shifted = curvature + self.damping
+        # ((c + eps) / (1 + eps))^(-1/q) = (1 + eps)^(1/q) (c + eps)^(-1/q): exact as eps -> inf,
+        # where it tends to 1 (SGD); 0 where it vanishes (the pseudo-inverse, also for an eps so
+        # small that it is flushed to zero)
+        shifted = curvature / (1.0 + self.damping) + self.damping / (1.0 + self.damping)
         safe = jnp.where(shifted > 0, shifted, 1.0)
-        factor = (1.0 + self.damping) ** inv_q * jnp.where(shifted > 0, safe ** (-inv_q), 0.0)
+        factor = jnp.where(shifted > 0, safe ** (-inv_q), 0.0)
         return -drive * factor
 
 
@@ -160,8 +172,10 @@ def mode_invariants(sigmas, q: float, block_diagonal: bool = False):
     sigma_i^a - sigma_{i+1}^a with a = 2(1-1/q) (Huh 2020, eq. 25); for NGD-d (a = 0) the ratio
     sigma_i / sigma_{i+1}.
     """
-    s = jnp.asarray(sigmas)
+    s = as_real_array("sigmas", sigmas)
     q = check_q(q)
+    if s.ndim < 1:
+        raise ValueError(f"sigmas must have the layers along axis 0, shape (d, ...), got shape {s.shape}")
     if not block_diagonal:
         return s[:-1] ** 2 - s[1:] ** 2
     a = 2.0 * (1.0 - (0.0 if math.isinf(q) else 1.0 / q))
@@ -279,7 +293,7 @@ def balanced_map_time(sigma, *, depth: int, q: float, sigma_star: float, sigma0:
     """t(sigma) = int_sigma0^sigma d s / (eta~ (sigma* - s) s^p): the time the balanced map takes to
     go from sigma0 to sigma (Huh 2020, eq. 21, integrated exactly by quadrature, no ODE solve)."""
     p, rate, sigma_star, sigma0 = _check_balanced_args(depth, q, sigma_star, sigma0, eta)
-    x = np.asarray(sigma, dtype=float) / sigma_star
+    x = as_real_array("sigma", sigma, numpy=True) / sigma_star
     x0 = sigma0 / sigma_star
     scale = 1.0 / (rate * sigma_star**p)
     if x0 == 1.0:
@@ -307,8 +321,7 @@ def balanced_map_trajectory(t, *, depth: int, q: float, sigma_star: float, sigma
     finite time; with p >= 1 a mode at 0 stays at 0.
     """
     p, rate, sigma_star, sigma0 = _check_balanced_args(depth, q, sigma_star, sigma0, eta)
-    t = np.asarray(t, dtype=float)
-    check_finite("t", t)
+    t = as_real_array("t", t, numpy=True)
     if np.any(t < 0):
         raise ValueError("times t must be >= 0")
     if sigma0 == sigma_star:
@@ -357,7 +370,8 @@ def saxe_sgd_solution(t, *, sigma_star: float, sigma0: float, eta: float = 1.0):
     """Saxe et al. (2013)'s exact gradient-flow solution of a balanced mode of a d = 2 net:
     sigma(t) = sigma* e^(2 eta sigma* t) / (e^(2 eta sigma* t) - 1 + sigma*/sigma0)."""
     sigma_star, sigma0 = check_positive("sigma_star", sigma_star), check_positive("sigma0", sigma0)
-    e = np.exp(2.0 * check_positive("eta", eta) * sigma_star * np.asarray(t, dtype=float))
+    t = as_real_array("t", t, numpy=True)
+    e = np.exp(2.0 * check_positive("eta", eta) * sigma_star * t)
     return sigma_star * e / (e - 1.0 + sigma_star / sigma0)
 
 
@@ -424,8 +438,8 @@ def measure_scaling(
     depth = check_depth(depth)
     if init not in ("balanced", "xavier"):
         raise ValueError(f"init must be 'balanced' or 'xavier' for scaling measurements, got {init!r}")
-    scales = np.asarray(scales, dtype=float)
-    check_finite("scales", scales)
+    width = check_integer("width", width)
+    scales = as_real_array("scales", scales, numpy=True)
     if scales.ndim != 1 or scales.size < 2 or np.any(scales <= 0):
         raise ValueError("scales must be at least two positive numbers")
     key = jr.PRNGKey(0) if key is None else key

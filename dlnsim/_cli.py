@@ -975,7 +975,8 @@ def wide(
 
     from ._checks import check_depth, check_nonnegative, check_positive
     from ._kernels import compare_with_theory
-    from ._resources import check_resources, estimate_wide_run, wide_widths
+    from ._resources import check_resources, wide_widths
+    from ._resources_wide import estimate_wide_run
     from ._wide import (
         FISHERS,
         LOSSES,

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import lineax as lx
 
+from ._checks import check_integer, check_nonnegative, check_positive, check_rcond
 from ._models import Weights, network_map, prefix_products, suffix_products
 from ._tasks import Task
 
@@ -90,17 +91,43 @@ class AbstractCurvature(eqx.Module):
     """A PSD curvature approximation C(theta) of the Gauss-Newton matrix H+.
 
     Subclasses implement :meth:`precondition`. ``rcond`` is the relative rank cutoff of the
-    pseudo-inverse; ``None`` picks 10 * size * machine epsilon.
+    pseudo-inverse; ``None`` picks 10 * size * machine epsilon, else a number in [0, 1).
     """
 
     rcond: float | None = eqx.field(default=None, static=True, kw_only=True)
+
+    def __check_init__(self):
+        check_rcond("rcond", self.rcond)
 
     @abc.abstractmethod
     def precondition(self, weights: Weights, task: Task, *, power: float, damping: float = 0.0) -> Weights:
         """Returns (C + damping I)^(-power) g for the task's loss gradient g."""
 
+    def normalized_precondition(
+        self, weights: Weights, task: Task, *, power: float, damping: float
+    ) -> Weights:
+        """Returns (1 + damping)^power (C + damping I)^(-power) g, the damped update of Huh 2020,
+        eq. 17 (which tends to g as damping -> inf).
+
+        This default rescales :meth:`precondition`, which loses all precision once
+        (C + damping)^(-power) underflows (damping ~ 1e308); the built-in curvatures override it
+        to apply ((C + damping I) / (1 + damping))^(-power) directly.
+        """
+        factor = (1.0 + damping) ** power
+        return tuple(factor * d for d in self.precondition(weights, task, power=power, damping=damping))
+
     def _rcond(self, size: int, dtype) -> float:
         return _default_rcond(size, dtype) if self.rcond is None else self.rcond
+
+
+def _check_power_damping(power, damping) -> tuple[float, float]:
+    return check_positive("power", power), check_nonnegative("damping", damping)
+
+
+def _normalized(damping: float) -> tuple[float, float]:
+    """(curvature scale, shift) with (C + eps) / (1 + eps) = scale C + shift; both stay finite and
+    the shift tends to 1 as eps -> inf (Huh 2020, eq. 17: damped NGD tends to SGD)."""
+    return 1.0 / (1.0 + damping), damping / (1.0 + damping)
 
 
 def structurally_full_rank(widths) -> bool:
@@ -180,10 +207,17 @@ class GaussNewton(AbstractCurvature):
     quadrature_step: float | None = eqx.field(default=None, static=True, kw_only=True)
 
     def __check_init__(self):
-        if self.method not in CURVATURE_METHODS:
+        if not isinstance(self.method, str) or self.method not in CURVATURE_METHODS:
             raise ValueError(
                 f"unknown curvature method {self.method!r}; choose one of {', '.join(CURVATURE_METHODS)}"
             )
+        if self.dense_max_size is not None:
+            check_integer("dense_max_size", self.dense_max_size, 0)
+        if self.cg_rtol is not None:
+            check_positive("cg_rtol", self.cg_rtol)
+        check_integer("max_cg_steps", self.max_cg_steps, 1)
+        if self.quadrature_step is not None:
+            check_positive("quadrature_step", self.quadrature_step)
 
     def gram_matrix(self, weights: Weights, task: Task):
         """K = sum_i B_i (x) A_i in row-major vec ordering, so K vec(X) = vec(sum_i B_i X A_i)."""
@@ -207,6 +241,16 @@ class GaussNewton(AbstractCurvature):
         return "krylov"
 
     def precondition(self, weights, task, *, power, damping=0.0):
+        power, damping = _check_power_damping(power, damping)
+        return self._apply(weights, task, power, damping, 1.0)
+
+    def normalized_precondition(self, weights, task, *, power, damping):
+        power, damping = _check_power_damping(power, damping)
+        return self._apply(weights, task, power, *_normalized(damping)[::-1])
+
+    def _apply(self, weights, task, power, damping, scale):
+        """(scale K + damping)^(-power) r pushed through J^T: with scale = 1 / (1 + eps) and
+        damping = eps / (1 + eps) the normalized damped update."""
         widths = (weights[0].shape[1],) + tuple(w.shape[0] for w in weights)
         method = self.resolved_method(widths, power)
         pre, suf = prefix_products(weights), suffix_products(weights)
@@ -217,35 +261,25 @@ class GaussNewton(AbstractCurvature):
         rcond = self._rcond(widths[0] * widths[-1], residual.dtype)
         if method == "dense":
             gram = self.gram_matrix(weights, task)
+            gram = gram if scale == 1.0 else scale * gram
             x = psd_function_apply(gram, residual.reshape(-1), power, damping, rcond).reshape(residual.shape)
         elif method == "balanced":
-            x = _balanced_apply(w @ s, residual, len(weights), power, damping, rcond)
+            x = _balanced_apply(w @ s, residual, len(weights), power, damping, rcond, scale)
         else:
             check_krylov_widths(widths, "method='krylov'", "method='dense' (or 'auto')")
+            if power > 1.0:
+                raise ValueError(f"method='krylov' applies powers 0 < power <= 1 (q >= 1), got power={power}")
             x = _krylov_apply(
                 w @ s, suf, fas, residual, power=power, damping=damping, rcond=rcond,
-                cg_rtol=self.cg_rtol, max_steps=self.max_cg_steps, step=self.quadrature_step,
+                cg_rtol=self.cg_rtol, max_steps=self.max_cg_steps, step=self.quadrature_step, scale=scale,
             )  # fmt: skip
         return tuple(b.T @ x @ fa.T for fa, b in zip(fas, suf, strict=True))
 
 
-def _krylov_apply(self, whitened_map, suf, fas, residual, power, damping, rcond):
-    return _krylov_apply(
-        whitened_map,
-        suf,
-        fas,
-        residual,
-        power=power,
-        damping=damping,
-        rcond=rcond,
-        cg_rtol=self.cg_rtol,
-        max_steps=self.max_cg_steps,
-        step=self.quadrature_step,
-    )
-
-
-def _krylov_apply(whitened_map, suf, fas, residual, *, power, damping, rcond, cg_rtol, max_steps, step):
-    """(K + eps)^(-power) r, matrix-free, in the singular bases of W Sigma^(1/2) (see GaussNewton)."""
+def _krylov_apply(
+    whitened_map, suf, fas, residual, *, power, damping, rcond, cg_rtol, max_steps, step, scale=1.0
+):
+    """(scale K + eps)^(-power) r, matrix-free, in the singular bases of W Sigma^(1/2) (see GaussNewton)."""
     double = residual.dtype == jnp.float64
     # targets: 1e-12 relative in float64; 1e-6 in float32 (about 10 eps)
     target = 1e-12 if double else 1e-6
@@ -257,6 +291,7 @@ def _krylov_apply(whitened_map, suf, fas, residual, *, power, damping, rcond, cg
     cb = [b.T @ u for b in suf]  # W_>i^T U, (n_i, n_d)
     ca = [fa @ vt.T for fa in fas]  # W_<i Sigma^(1/2) V, (n_{i-1}, n_0)
     bt = jnp.stack([c.T @ c for c in cb])  # U^T B_i U, (d, n_d, n_d)
+    bt = bt if scale == 1.0 else scale * bt  # so that gram(y) and diag are those of scale K
     at = jnp.stack([c.T @ c for c in ca])  # V^T A_i V, (d, n_0, n_0)
     diag = jnp.einsum("ia,ib->ab", jnp.diagonal(bt, axis1=1, axis2=2), jnp.diagonal(at, axis1=1, axis2=2))
     keep = diag + damping > rcond * jnp.max(diag)
@@ -331,7 +366,7 @@ def _fractional_power(gram, solve, rhs, diag, keep, s, damping, h, target):
     return math.sin(math.pi * s) / math.pi * h * (acc + lower + upper)
 
 
-def _balanced_apply(whitened_map, residual, depth, power, damping, rcond):
+def _balanced_apply(whitened_map, residual, depth, power, damping, rcond, scale=1.0):
     u, sv, vt = jnp.linalg.svd(whitened_map, full_matrices=True)
     nd, n0 = whitened_map.shape
     sa = jnp.zeros(nd, sv.dtype).at[: sv.shape[0]].set(sv)
@@ -339,7 +374,7 @@ def _balanced_apply(whitened_map, residual, depth, power, damping, rcond):
     lam = 0.0
     for i in range(1, depth + 1):
         lam = lam + _pow0(sa, 2.0 * (depth - i) / depth)[:, None] * _pow0(sb, 2.0 * (i - 1) / depth)[None, :]
-    f = spectral_power(lam, power=power, damping=damping, rcond=rcond)
+    f = spectral_power(lam if scale == 1.0 else scale * lam, power=power, damping=damping, rcond=rcond)
     return u @ (f * (u.T @ residual @ vt.T)) @ vt
 
 
@@ -373,7 +408,16 @@ class BlockDiagonalGaussNewton(AbstractCurvature):
     depth_calibrated: bool = eqx.field(default=True, static=True, kw_only=True)
 
     def precondition(self, weights, task, *, power, damping=0.0):
-        scale = float(len(weights)) if self.depth_calibrated else 1.0
+        power, damping = _check_power_damping(power, damping)
+        return self._apply(weights, task, power, damping, 1.0)
+
+    def normalized_precondition(self, weights, task, *, power, damping):
+        power, damping = _check_power_damping(power, damping)
+        return self._apply(weights, task, power, *_normalized(damping)[::-1])
+
+    def _apply(self, weights, task, power, damping, curvature_scale):
+        """(curvature_scale d blockdiag(H_ii) + damping)^(-power) g (see :meth:`normalized_precondition`)."""
+        scale = (float(len(weights)) if self.depth_calibrated else 1.0) * curvature_scale
         suf, fas, rconds = self._blocks(weights, task)
         delta = network_map(weights) - task.teacher
         residual = delta @ task.input_cov_sqrt

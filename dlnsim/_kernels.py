@@ -19,9 +19,11 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import special
 
+from ._checks import as_real_array, check_depth, check_integer, check_nonnegative, check_positive, check_real
 from ._wide import (
     LAYERWISE,
     MLP,
+    _check_task_fits,
     as_fisher,
     check_activation,
     layer_sigma,
@@ -178,10 +180,10 @@ def analytic_kernels(
     paper's setting is ||x|| = 1, where q_l is the same for every sample (S.175, S.178).
     """
     check_activation(activation, shift)
-    if isinstance(depth, bool) or int(depth) != depth or depth < 1:
-        raise ValueError(f"depth must be an integer >= 1, got {depth!r}")
-    x1 = np.asarray(x1, float)
-    x2 = x1 if x2 is None else np.asarray(x2, float)
+    depth = check_depth(depth)
+    sigma_w2, sigma_b2 = check_positive("sigma_w2", sigma_w2), check_nonnegative("sigma_b2", sigma_b2)
+    x1 = as_real_array("x1", x1, numpy=True, finite=False)
+    x2 = x1 if x2 is None else as_real_array("x2", x2, numpy=True, finite=False)
     if x1.ndim != 2 or x2.ndim != 2 or x1.shape[1] != x2.shape[1]:
         raise ValueError(f"inputs must be 2-D with the same input dimension, got {x1.shape} and {x2.shape}")
     if not (np.all(np.isfinite(x1)) and np.all(np.isfinite(x2))):
@@ -210,12 +212,18 @@ def analytic_kernels(
 def empirical_kernels(mlp: MLP, x1, x2=None) -> dict:
     """The finite-width counterparts of :func:`analytic_kernels` for the first output (k = 0):
     A_l = h_l(x1) h_l(x2)^T / M_l, B_l = delta_l(x1) . delta_l(x2), Theta_l = J_l J_l^T, and the NTK."""
-    import jax.numpy as jnp
 
-    from ._wide import layer_grams, signals
+    from ._wide import _check_mlp, layer_grams, signals
 
-    s1 = signals(mlp, jnp.asarray(x1))
-    s2 = s1 if x2 is None else signals(mlp, jnp.asarray(x2))
+    _check_mlp(mlp)
+    dtype = mlp.weights[0].dtype
+    x1 = as_real_array("x1", x1, 2, dtype=dtype)
+    x2 = None if x2 is None else as_real_array("x2", x2, 2, dtype=dtype)
+    for name, x in (("x1", x1), ("x2", x2)):
+        if x is not None and x.shape[1] != mlp.widths[0]:
+            raise ValueError(f"{name} must be (N, {mlp.widths[0]}) for widths {mlp.widths}, got {x.shape}")
+    s1 = signals(mlp, x1)
+    s2 = s1 if x2 is None else signals(mlp, x2)
     c = mlp.widths[-1]
     A = tuple(np.asarray(s1.hs[layer] @ s2.hs[layer].T) / mlp.widths[layer] for layer in range(mlp.depth))
     B = tuple(np.asarray(s1.deltas[layer][:, 0] @ s2.deltas[layer][:, 0].T) for layer in range(mlp.depth))
@@ -231,6 +239,8 @@ def signal_variances(
     q_{l+1} = sigma_w^2 E[phi^2] + sigma_b^2
     (S.175, S.178)."""
     check_activation(activation, shift)
+    depth, input_dim = check_depth(depth), check_integer("input_dim", input_dim)
+    sigma_w2, sigma_b2 = check_positive("sigma_w2", sigma_w2), check_nonnegative("sigma_b2", sigma_b2)
     sb2 = float(sigma_b2) if bias else 0.0
     q = [sigma_w2 / input_dim + sb2]
     for _ in range(depth - 1):
@@ -242,6 +252,7 @@ def active_fraction(activation: str, q: float, shift: float = 0.0) -> float:
     """gamma_l = P(phi'(u) != 0) for u ~ N(0, q_l) (S.140-S.141): 1/2 for relu, 1 for tanh / erf /
     identity, 1/2 + erf(s / sqrt(2 q)) / 2 for shifted relu (S.156)."""
     check_activation(activation, shift)
+    q = check_positive("q", q)
     if activation == "relu":
         return 0.5
     if activation == "shifted-relu":
@@ -335,7 +346,9 @@ def alpha_theory(fisher, mlp: MLP, n_samples: int, *, forster: bool = False) -> 
 
 def predicted_train_residual(r0, alpha: float, learning_rate: float, steps: int) -> np.ndarray:
     """f_t - y = (1 - eta alpha)^t (f_0 - y) on the training samples (eq. 10 with Theta_bar = alpha I)."""
-    r0 = np.asarray(r0, float)
+    r0 = as_real_array("r0", r0, numpy=True)
+    alpha, learning_rate = check_real("alpha", alpha), check_real("learning_rate", learning_rate)
+    steps = check_integer("steps", steps, 0)
     factor = (1.0 - learning_rate * alpha) ** np.arange(steps + 1)
     return factor.reshape((-1,) + (1,) * r0.ndim) * r0
 
@@ -348,8 +361,18 @@ def linearized_dynamics(tbar, tbar_test, f0, f0_test, y, learning_rate: float, s
     tbar (NC, NC), tbar_test (N'C, NC), f0 (N, C), f0_test (N', C), y (N, C). Returns (f_train, f_test)
     of shapes (T+1, N, C) and (T+1, N', C).
     """
-    tbar, tbar_test = np.asarray(tbar), np.asarray(tbar_test)
-    f0, f0_test, y = np.asarray(f0), np.asarray(f0_test), np.asarray(y)
+    tbar, tbar_test = (
+        as_real_array("tbar", tbar, 2, numpy=True),
+        as_real_array("tbar_test", tbar_test, 2, numpy=True),
+    )
+    f0, f0_test = as_real_array("f0", f0, 2, numpy=True), as_real_array("f0_test", f0_test, 2, numpy=True)
+    y = as_real_array("y", y, 2, numpy=True)
+    learning_rate, steps = check_real("learning_rate", learning_rate), check_integer("steps", steps, 0)
+    if y.shape != f0.shape or tbar.shape != (f0.size, f0.size) or tbar_test.shape != (f0_test.size, f0.size):
+        raise ValueError(
+            f"shapes must be tbar (NC, NC), tbar_test (N'C, NC), f0 and y (N, C), f0_test (N', C); got "
+            f"{tbar.shape}, {tbar_test.shape}, {f0.shape}, {y.shape}, {f0_test.shape}"
+        )
     g = (f0 - y).reshape(-1)
     ft = f0_test.reshape(-1).copy()
     train, test = [f0.reshape(-1).copy()], [ft.copy()]
@@ -364,7 +387,9 @@ def linearized_dynamics(tbar, tbar_test, f0, f0_test, y, learning_rate: float, s
 def gd_optimal_learning_rate(ntk_eigenvalues) -> float:
     """eta = 2 / (lambda_min + lambda_max) of GD on the NTK (LeCun et al. 1998; Karakida & Osawa 2020,
     Fig. 1)."""
-    ev = np.asarray(ntk_eigenvalues)
+    ev = as_real_array("ntk_eigenvalues", ntk_eigenvalues, 1, numpy=True)
+    if ev.size < 1 or ev.min() + ev.max() <= 0:
+        raise ValueError("ntk_eigenvalues must be a non-empty list whose smallest plus largest value is > 0")
     return 2.0 / (ev.min() + ev.max())
 
 
@@ -461,8 +486,12 @@ def compare_with_theory(
     """
     from ._wide import NGD, default_learning_rate, isotropy, ntk, precondition, signals, theta_bar, train
 
+    _check_task_fits(mlp, task)
     fisher = as_fisher(fisher)
     fisher.check_depth(mlp.depth)
+    if learning_rate is not None:
+        learning_rate = check_positive("learning_rate", learning_rate)
+    steps = check_integer("steps", steps, 0)
     n = task.n_samples
     sig, sig_t = signals(mlp, task.x_train), signals(mlp, task.x_test)
     pre = precondition(mlp, sig, fisher)

@@ -10,7 +10,7 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._checks import check_finite, check_positive, check_widths
+from ._checks import as_real_array, check_key, check_positive, check_widths
 
 Weights = tuple[Float[Array, "n_out n_in"], ...]
 
@@ -68,7 +68,7 @@ def _orthogonal(key: PRNGKeyArray, rows: int, cols: int, dtype) -> Array:
 
 def _mode_singular_values(values, depth: int, modes: int, dtype) -> Array:
     """Broadcast per-layer mode singular values to shape (depth, modes)."""
-    s = jnp.asarray(values, dtype=dtype)
+    s = as_real_array("singular_values", values, dtype=dtype)
     if s.ndim == 0:
         s = jnp.full((depth, modes), s)
     elif s.ndim == 1:
@@ -82,7 +82,6 @@ def _mode_singular_values(values, depth: int, modes: int, dtype) -> Array:
         raise ValueError(
             f"singular_values must be a scalar, shape ({modes},) or ({depth}, {modes}), got {s.shape}"
         )
-    check_finite("singular_values", s)
     return s
 
 
@@ -122,9 +121,16 @@ class DeepLinearNet(eqx.Module):
         dtype=None,
     ):
         widths = check_widths(widths)
-        if init not in INIT_SCHEMES:
+        check_key(key)
+        if not isinstance(init, str) or init not in INIT_SCHEMES:
             raise ValueError(f"unknown init {init!r}; choose one of {', '.join(INIT_SCHEMES)}")
         dtype = jnp.result_type(float) if dtype is None else dtype
+        try:
+            floating = jnp.issubdtype(dtype, jnp.floating)
+        except TypeError:
+            floating = False
+        if not floating:
+            raise ValueError(f"dtype must be a floating-point type such as jnp.float64, got {dtype!r}")
         if scale is None:
             scale = 0.05 if init == "small" else 1.0
         scale = check_positive("scale", scale)
@@ -172,9 +178,9 @@ class DeepLinearNet(eqx.Module):
 
     @classmethod
     def from_weights(cls, weights: Sequence[Array]) -> DeepLinearNet:
-        """Wraps given weight matrices ``(W_1, ..., W_d)``, checking that adjacent widths match."""
-        weights = tuple(jnp.asarray(w) for w in weights)
-        check_weights(weights)
+        """Wraps given weight matrices ``(W_1, ..., W_d)``, checking that they hold finite real
+        numbers and that adjacent widths match."""
+        weights = check_weights(weights)
         net = object.__new__(cls)
         object.__setattr__(net, "weights", weights)
         object.__setattr__(net, "widths", widths_of(weights))
@@ -197,24 +203,41 @@ def widths_of(weights: Weights) -> tuple[int, ...]:
     return (int(weights[0].shape[1]),) + tuple(int(w.shape[0]) for w in weights)
 
 
-def check_weights(weights) -> Weights:
-    """Validates a tuple of weight matrices: 2-D, adjacent widths matching, finite entries."""
+def check_weights(weights, name: str = "weights") -> Weights:
+    """Validates weight matrices: a sequence of 2-D arrays of finite real numbers whose adjacent
+    widths match. Returns them as a tuple of JAX arrays (integers become the default float)."""
     if isinstance(weights, DeepLinearNet):
-        weights = weights.weights
-    weights = tuple(weights)
+        return weights.weights
+    single = len(getattr(weights, "shape", ())) == 2
+    if weights is None or isinstance(weights, str | bytes | dict) or single:
+        raise TypeError(
+            f"{name} must be a DeepLinearNet or a sequence of 2-D matrices (W_1, ..., W_d), "
+            f"got {type(weights).__name__}" + (" (wrap a single matrix in a list: [W])" if single else "")
+        )
+    try:
+        weights = tuple(weights)
+    except TypeError:
+        raise TypeError(
+            f"{name} must be a DeepLinearNet or a sequence of 2-D matrices (W_1, ..., W_d), "
+            f"got {type(weights).__name__}"
+        ) from None
     if len(weights) < 1:
-        raise ValueError("a network needs at least one weight matrix (depth >= 1)")
+        raise ValueError(f"{name}: a network needs at least one weight matrix (depth >= 1)")
+    out = []
     for i, w in enumerate(weights):
-        if jnp.ndim(w) != 2:
-            raise ValueError(f"W_{i + 1} must be a 2-D matrix, got shape {jnp.shape(w)}")
-        check_finite(f"W_{i + 1}", w)
-    for i in range(len(weights) - 1):
-        if weights[i + 1].shape[1] != weights[i].shape[0]:
+        w = as_real_array(f"W_{i + 1}", w, finite=False)
+        if w.ndim != 2:
+            raise ValueError(f"W_{i + 1} must be a 2-D matrix, got shape {tuple(w.shape)}")
+        out.append(w)
+    for i in range(len(out) - 1):
+        if out[i + 1].shape[1] != out[i].shape[0]:
             raise ValueError(
-                f"mismatched widths: W_{i + 1} has {weights[i].shape[0]} output rows but W_{i + 2} "
-                f"expects {weights[i + 1].shape[1]} inputs"
+                f"mismatched widths: W_{i + 1} has {out[i].shape[0]} output rows but W_{i + 2} "
+                f"expects {out[i + 1].shape[1]} inputs"
             )
-    return weights
+    for i, w in enumerate(out):
+        as_real_array(f"W_{i + 1}", w)  # finite entries (on concrete values)
+    return tuple(out)
 
 
 def _aligned_weights(keys, widths, teacher, singular_values, input_cov, dtype) -> list[Array]:
@@ -224,19 +247,19 @@ def _aligned_weights(keys, widths, teacher, singular_values, input_cov, dtype) -
     """
     if teacher is None:
         raise ValueError("init='aligned' needs the teacher map (teacher=...)")
-    teacher = jnp.asarray(teacher, dtype=dtype)
+    teacher = as_real_array("teacher", teacher, dtype=dtype, finite=False)
     depth = len(widths) - 1
     if teacher.shape != (widths[-1], widths[0]):
         raise ValueError(
             f"teacher has shape {teacher.shape}; widths {widths} need ({widths[-1]}, {widths[0]})"
         )
-    check_finite("teacher", teacher)
+    as_real_array("teacher", teacher)
     modes = min(widths)
     u, _, vt = jnp.linalg.svd(teacher, full_matrices=True)
     left = u[:, :modes]
     right = vt.T[:, :modes]
     if input_cov is not None:
-        _check_shares_right_vectors(jnp.asarray(input_cov, dtype=dtype), right)
+        _check_shares_right_vectors(as_real_array("input_cov", input_cov, dtype=dtype), right)
     s = _mode_singular_values(0.05 if singular_values is None else singular_values, depth, modes, dtype)
     frames = [right] + [_semi_orthogonal(keys[i], widths[i], modes, dtype) for i in range(1, depth)] + [left]
     return [frames[i + 1] @ jnp.diag(s[i]) @ frames[i].T for i in range(depth)]
@@ -259,9 +282,7 @@ def _check_shares_right_vectors(cov: Array, right: Array) -> None:
 
 def as_weights(net_or_weights) -> Weights:
     """Accepts a :class:`DeepLinearNet` or a sequence of matrices; returns a validated tuple."""
-    if isinstance(net_or_weights, DeepLinearNet):
-        return net_or_weights.weights
-    return check_weights(tuple(jnp.asarray(w) for w in net_or_weights))
+    return check_weights(net_or_weights, "net_or_weights")
 
 
 __all__ = [

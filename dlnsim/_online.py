@@ -37,7 +37,16 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._checks import check_finite, check_nonnegative, check_positive, check_widths
+from ._checks import (
+    as_real_array,
+    check_covariance,
+    check_finite,
+    check_key,
+    check_nonnegative,
+    check_positive,
+    check_rcond,
+    check_widths,
+)
 from ._models import DeepLinearNet
 from ._rules import layer_natural_gradient
 
@@ -83,13 +92,17 @@ class FeedforwardNet(eqx.Module):
         self.activation = activation
         self.bias = bool(bias)
         if weights is None:
+            check_key(key)
             ws = DeepLinearNet(
                 self.widths, key=key, init="xavier", scale=check_positive("scale", scale)
             ).weights
             if self.bias:
                 ws = tuple(jnp.concatenate([w, jnp.zeros((w.shape[0], 1), w.dtype)], axis=1) for w in ws)
             weights = ws
-        self.weights = tuple(jnp.asarray(w, dtype=jnp.result_type(float)) for w in weights)
+        self.weights = tuple(
+            as_real_array(f"W_{i + 1}", w, dtype=jnp.result_type(float), finite=False)
+            for i, w in enumerate(weights)
+        )
 
     def __check_init__(self):
         if self.activation not in ACTIVATIONS:
@@ -100,13 +113,15 @@ class FeedforwardNet(eqx.Module):
         got = [tuple(w.shape) for w in self.weights]
         if got != want:
             raise ValueError(f"weights must have shapes {want} for widths {self.widths}, got {got}")
-        for w in self.weights:
-            check_finite("weights", w)
+        for i, w in enumerate(self.weights):
+            check_finite(f"W_{i + 1}", w)
 
     @classmethod
     def from_weights(cls, weights, *, activation: str = "linear", bias: bool = False) -> FeedforwardNet:
         """Wraps given matrices (each ``(n_out, n_in + bias)``)."""
-        weights = tuple(jnp.asarray(w) for w in weights)
+        if weights is None or isinstance(weights, str | bytes | dict) or hasattr(weights, "shape"):
+            raise TypeError(f"weights must be a sequence of 2-D matrices, got {type(weights).__name__}")
+        weights = tuple(as_real_array(f"W_{i + 1}", w, finite=False) for i, w in enumerate(weights))
         if not weights or any(w.ndim != 2 for w in weights):
             raise ValueError("weights must be a non-empty sequence of 2-D matrices")
         widths = (weights[0].shape[1] - bool(bias),) + tuple(w.shape[0] for w in weights)
@@ -191,8 +206,24 @@ def minibatch_natural_gradient(net: FeedforwardNet, x, y, noise, *, damping=0.0,
         ``(directions, gradients)``: D_i = (1/L) (Lambda~_i + sqrt(lambda))^-1 G_i (Lambda_i +
         sqrt(lambda))^-1 and G_i = <e_i x_{i-1}^T> = -dL/dW_i on the minibatch (eqs. 7, 10, 20).
     """
+    if not isinstance(net, FeedforwardNet):
+        raise TypeError(f"net must be a FeedforwardNet, got {type(net).__name__}")
     n_out = net.widths[-1]
     dtype = net.weights[0].dtype
+    x = as_real_array("x", x, 2, dtype=dtype)
+    y = as_real_array("y", y, 2, dtype=dtype)
+    noise = as_real_array("noise", noise, 3, dtype=dtype)
+    m = x.shape[0]
+    if x.shape[1] != net.widths[0] or y.shape != (m, n_out) or noise.shape[1:] != (m, n_out):
+        raise ValueError(
+            f"x, y and noise must be ({m}, {net.widths[0]}), ({m}, {n_out}) and (K, {m}, {n_out}) for "
+            f"widths {net.widths}, got {x.shape}, {y.shape} and {noise.shape}"
+        )
+    if not isinstance(damping, jax.core.Tracer):
+        check_nonnegative("damping", damping)
+    check_rcond("rcond", rcond)
+    if output_cov is not None and not isinstance(output_cov, jax.core.Tracer):
+        check_covariance("output_cov", output_cov, n_out, definite=True)
     precision, factor = _precision_and_factor(output_cov, n_out, dtype)
     inputs, slopes, out = _forward(net.weights, net.activation, net.bias, x)
     errs = _backward(net.weights, net.widths, slopes, (y - out) @ precision)
@@ -249,13 +280,11 @@ class OnlineNGD:
         _check_count("batch_size (M)", self.batch_size)
         _check_count("model_samples (K)", self.model_samples)
         check_nonnegative("damping", self.damping)
+        check_rcond("rcond", self.rcond)
+        if not isinstance(self.adaptive, bool | np.bool_):
+            raise ValueError(f"adaptive must be True or False, got {self.adaptive!r}")
         if self.output_cov is not None:
-            cov = np.asarray(self.output_cov, dtype=float)
-            check_finite("output_cov", cov)
-            if cov.ndim != 2 or cov.shape[0] != cov.shape[1] or not np.allclose(cov, cov.T):
-                raise ValueError(f"output_cov must be a symmetric square matrix, got shape {cov.shape}")
-            if np.linalg.eigvalsh(cov).min() <= 0:
-                raise ValueError("output_cov must be positive definite")
+            check_covariance("output_cov", self.output_cov, definite=True)
 
 
 @dataclass(frozen=True)
@@ -270,7 +299,7 @@ class OnlineSGD:
         check_positive("learning_rate", self.learning_rate)
         _check_count("batch_size (M)", self.batch_size)
         if self.output_cov is not None:
-            OnlineNGD(output_cov=self.output_cov)  # the same checks
+            check_covariance("output_cov", self.output_cov, definite=True)
 
 
 @dataclass(frozen=True)
@@ -384,8 +413,8 @@ def _record_losses(static, initial, records, x_train, y_train, x_test, y_test):
 
 
 def _check_data(net: FeedforwardNet, name: str, x, y):
-    x = jnp.asarray(x, dtype=net.weights[0].dtype)
-    y = jnp.asarray(y, dtype=net.weights[0].dtype)
+    x = as_real_array(f"{name} inputs", x, dtype=net.weights[0].dtype, finite=False)
+    y = as_real_array(f"{name} targets", y, dtype=net.weights[0].dtype, finite=False)
     n0, nl = net.widths[0], net.widths[-1]
     if x.ndim != 2 or y.ndim != 2 or x.shape[1] != n0 or y.shape[1] != nl or x.shape[0] != y.shape[0]:
         raise ValueError(
@@ -399,17 +428,28 @@ def _check_data(net: FeedforwardNet, name: str, x, y):
     return x, y
 
 
+def _check_output_cov(output_cov, n_out: int) -> None:
+    if output_cov is not None and np.shape(output_cov) != (n_out, n_out):
+        raise ValueError(
+            f"output_cov must be ({n_out}, {n_out}) to match the net's output width {n_out}, "
+            f"got {np.shape(output_cov)}"
+        )
+
+
 def _prepare(net, method, steps, record_every, x_train, y_train, test):
     if not isinstance(net, FeedforwardNet):
-        raise ValueError(f"net must be a FeedforwardNet, got {type(net).__name__}")
+        raise TypeError(f"net must be a FeedforwardNet, got {type(net).__name__}")
     if not isinstance(method, OnlineNGD | OnlineSGD):
-        raise ValueError(f"method must be OnlineNGD or OnlineSGD, got {type(method).__name__}")
+        raise TypeError(f"method must be OnlineNGD or OnlineSGD, got {type(method).__name__}")
     steps = _check_count("steps", steps)
     record_every = _check_count("record_every", record_every)
     if steps % record_every:
         raise ValueError(f"steps ({steps}) must be a multiple of record_every ({record_every})")
     x_train, y_train = _check_data(net, "training", x_train, y_train)
+    if test is not None and (isinstance(test, str | bytes) or len(test) != 2):
+        raise ValueError("test must be a pair (x_test, y_test)")
     x_test, y_test = (None, None) if test is None else _check_data(net, "test", *test)
+    _check_output_cov(method.output_cov, net.widths[-1])
     dtype = net.weights[0].dtype
     precision, factor = _precision_and_factor(method.output_cov, net.widths[-1], dtype)
     static = (net.activation, net.bias, net.widths, precision, factor)
@@ -440,6 +480,7 @@ def train(
         test: an optional ``(x_test, y_test)``.
     """
     steps, record_every, data, static = _prepare(net, method, steps, record_every, x_train, y_train, test)
+    check_key(key)
     x_train, y_train, x_test, y_test = data
     run = jax.jit(partial(_run, method, static, steps, record_every))
     dtype = net.weights[0].dtype
@@ -484,11 +525,12 @@ def sgd_learning_rate_search(
     One compiled run, vmapped over ``learning_rates``; every rate sees the same minibatches.
     Diverged runs give NaN or inf.
     """
-    rates = np.asarray(learning_rates, dtype=float)
+    rates = as_real_array("learning_rates", learning_rates, numpy=True, finite=False)
     if rates.ndim != 1 or rates.size < 1 or not np.all(np.isfinite(rates)) or np.any(rates <= 0):
         raise ValueError("learning_rates must be a non-empty 1-D list of finite numbers > 0")
     method = OnlineSGD(float(rates[0]), batch_size, output_cov)
     steps, _, data, static = _prepare(net, method, steps, steps, x_train, y_train, None)
+    check_key(key)
     dtype = net.weights[0].dtype
     idx, model_key = _draws(key, steps, batch_size, data[0].shape[0])
 

@@ -16,9 +16,10 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from ._checks import check_finite, check_nonnegative, check_q
+from ._checks import as_real_array, check_covariance, check_nonnegative, check_q, check_rcond
 from ._curvature import (
     _CUTOFF_MARGIN,
+    CURVATURE_METHODS,
     AbstractCurvature,
     BlockDiagonalGaussNewton,
     GaussNewton,
@@ -29,14 +30,34 @@ from ._curvature import (
     psd_function_apply,
     square_path_conditions,
 )
-from ._models import Weights, network_map, prefix_products, suffix_products
+from ._models import Weights, check_weights, network_map, prefix_products, suffix_products
 from ._tasks import Task
+
+
+def check_field_inputs(weights, task) -> None:
+    """The arguments of a direct (concrete) call ``f(t, weights, task)``: finite real 2-D weights
+    with matching widths and a :class:`Task` of the net's shape. Under a JAX trace (diffrax, jit,
+    vmap) nothing is checked, so integrations pay nothing."""
+    if any(isinstance(w, jax.core.Tracer) for w in jax.tree_util.tree_leaves(weights)):
+        return
+    if not isinstance(task, Task):
+        raise TypeError(
+            f"task must be a dlnsim.Task (pass data.task for a data set), got {type(task).__name__}"
+        )
+    weights = check_weights(weights)
+    n0, nd = weights[0].shape[1], weights[-1].shape[0]
+    if tuple(task.teacher.shape) != (nd, n0):
+        raise ValueError(
+            f"the weights map {n0} inputs to {nd} outputs but the task's teacher has shape "
+            f"{tuple(task.teacher.shape)}; widths must match"
+        )
 
 
 class GradientFlow(eqx.Module):
     """Gradient flow dtheta/dt = -g (Huh 2020, eqs. 5-6)."""
 
     def __call__(self, t, weights: Weights, task: Task) -> Weights:
+        check_field_inputs(weights, task)
         return tuple(-g for g in loss_gradient(weights, task))
 
 
@@ -48,6 +69,10 @@ class NaturalGradientFlow(eqx.Module):
     eps > 0 is damped NGD (Huh 2020, eq. 17). At eps = 0 the inverse is the Moore-Penrose
     pseudo-inverse power (minimum-norm update), as bottleneck nets have a singular H+.
     With the block-diagonal curvature these are NGD-d and q-NGD-d (Huh 2020, eqs. 23-26).
+
+    With eps > 0 the field is computed as -((C + eps I) / (1 + eps))^(-1/q) g
+    (:meth:`AbstractCurvature.normalized_precondition`), which stays exact as eps -> inf, where
+    it tends to SGD's -g; the product of (1 + eps)^(1/q) and (C + eps)^(-1/q) g would underflow.
     """
 
     curvature: AbstractCurvature
@@ -55,16 +80,26 @@ class NaturalGradientFlow(eqx.Module):
     damping: float = eqx.field(default=0.0, static=True)
 
     def __check_init__(self):
+        if not isinstance(self.curvature, AbstractCurvature):
+            raise TypeError(
+                "curvature must be a dlnsim curvature (GaussNewton, BlockDiagonalGaussNewton or an "
+                f"AbstractCurvature subclass), got {type(self.curvature).__name__}"
+            )
         check_q(self.q)
         check_nonnegative("eps (damping)", self.damping)
 
     def __call__(self, t, weights: Weights, task: Task) -> Weights:
+        check_field_inputs(weights, task)
         if math.isinf(self.q):
             return tuple(-g for g in loss_gradient(weights, task))
         power = 1.0 / self.q
-        direction = self.curvature.precondition(weights, task, power=power, damping=self.damping)
-        factor = (1.0 + self.damping) ** power
-        return tuple(-factor * d for d in direction)
+        if self.damping == 0.0:
+            direction = self.curvature.precondition(weights, task, power=power, damping=0.0)
+        else:
+            direction = self.curvature.normalized_precondition(
+                weights, task, power=power, damping=self.damping
+            )
+        return tuple(-d for d in direction)
 
 
 def _gram_rcond(size: int, dtype, rcond: float | None) -> float:
@@ -88,6 +123,12 @@ def layer_natural_gradient(err_cov, cross, act_cov, shift: float, rcond: float |
     return _pinv_psd_apply(act_cov, left.T, shift, rcond).T
 
 
+def _as_output_cov(cov):
+    """Sigma~ as a real 2-D array (None stays None); its symmetry and definiteness are checked in
+    :meth:`BernacchiaFlow.__check_init__`."""
+    return None if cov is None else as_real_array("output_cov", cov, 2)
+
+
 class BernacchiaFlow(eqx.Module):
     """Bernacchia et al. 2018, eq. 10 in continuous time with full-batch averages:
 
@@ -104,18 +145,25 @@ class BernacchiaFlow(eqx.Module):
     the pseudo-inverses cut nothing, as for NGD-d (:class:`BlockDiagonalGaussNewton`).
     """
 
-    output_cov: jnp.ndarray | None = None
+    output_cov: jnp.ndarray | None = eqx.field(default=None, converter=_as_output_cov)
     damping: float = eqx.field(default=0.0, static=True)
     rcond: float | None = eqx.field(default=None, static=True)
 
     def __check_init__(self):
         check_nonnegative("damping", self.damping)
+        check_rcond("rcond", self.rcond)
         if self.output_cov is not None:
-            check_finite("output_cov", self.output_cov)
+            check_covariance("output_cov", self.output_cov, definite=True)
 
     def __call__(self, t, weights: Weights, task: Task) -> Weights:
+        check_field_inputs(weights, task)
         pre, suf = prefix_products(weights), suffix_products(weights)
         nd = weights[-1].shape[0]
+        if self.output_cov is not None and tuple(self.output_cov.shape) != (nd, nd):
+            raise ValueError(
+                f"output_cov must be ({nd}, {nd}) to match the net's output width {nd}, "
+                f"got {tuple(self.output_cov.shape)}"
+            )
         precision = (
             jnp.eye(nd, dtype=task.teacher.dtype)
             if self.output_cov is None
@@ -211,6 +259,8 @@ def vector_field(
         method: how the full rules (ngd, qngd, sqrt-ngd, damped-ngd) apply the exact curvature:
             ``"auto"`` (default), ``"dense"``, ``"krylov"`` or ``"balanced"`` (see :class:`GaussNewton`).
     """
+    if not isinstance(rule, str):
+        raise TypeError(f"rule must be a rule name (one of {', '.join(RULES)}), got {type(rule).__name__}")
     if rule not in RULES:
         raise ValueError(f"unknown rule {rule!r}; choose one of {', '.join(RULES)}")
     if q is not None and rule not in ("qngd", "qngd-d"):
@@ -227,6 +277,9 @@ def vector_field(
         )
     if q is not None:
         q = check_q(q)
+    rcond = check_rcond("rcond", rcond)
+    if method is not None and (not isinstance(method, str) or method not in CURVATURE_METHODS):
+        raise ValueError(f"unknown curvature method {method!r}; choose one of {', '.join(CURVATURE_METHODS)}")
     if rule == "sgd":
         return GradientFlow()
     if rule == "bernacchia":

@@ -11,8 +11,16 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array
 
-from ._checks import DynamicsBlowUpError, check_nonnegative, check_positive
-from ._models import DeepLinearNet, as_weights, conserved_quantities, network_map
+from ._checks import (
+    DynamicsBlowUpError,
+    as_real_array,
+    check_integer,
+    check_nonnegative,
+    check_positive,
+    check_real,
+)
+from ._curvature import GaussNewton
+from ._models import DeepLinearNet, as_weights, check_weights, conserved_quantities, network_map
 from ._rules import RULES, BernacchiaFlow, NaturalGradientFlow, vector_field
 from ._tasks import StudentTeacherData, Task
 
@@ -113,7 +121,7 @@ def _split_task(task) -> tuple[Task, StudentTeacherData | None]:
         return task.task, task
     if isinstance(task, Task):
         return task, None
-    raise ValueError(f"task must be a dlnsim.Task or dlnsim.StudentTeacherData, got {type(task).__name__}")
+    raise TypeError(f"task must be a dlnsim.Task or dlnsim.StudentTeacherData, got {type(task).__name__}")
 
 
 def _check_task_matches(weights, task: Task) -> None:
@@ -153,6 +161,115 @@ def _observables(rule, task: Task, data: StudentTeacherData | None, ws):
     return obs
 
 
+def _zero_field_hint(rule) -> str:
+    hint = (
+        "start from larger non-zero weights: the field underflowed to exactly 0 (or the weights sit "
+        "on the saddle at W = 0)"
+    )
+    ngd_like = isinstance(rule, NaturalGradientFlow | BernacchiaFlow) and not (
+        isinstance(rule, NaturalGradientFlow) and np.isinf(rule.q)
+    )
+    if ngd_like:
+        hint += "; NGD's parameter speed diverges as the weights approach 0 (Huh 2020, eq. 13)"
+    return hint
+
+
+def _loss_scale(task: Task) -> float:
+    """L at the zero map, 1/2 Tr[W* Sigma_x W*^T]: the scale against which a loss counts as ~0."""
+    return float(task.loss(jnp.zeros_like(task.teacher)))
+
+
+def _field_problem(rule, velocity, loss: float, scale: float, eps: float) -> tuple[str, str] | None:
+    """(reason, hint) when the field at a state is non-finite, or exactly zero where the loss is
+    not ~0 (above eps times its value at the zero map); None when it is usable."""
+    leaves = [np.asarray(v) for v in jax.tree_util.tree_leaves(velocity)]
+    if not np.isfinite(loss):
+        return (
+            "the loss is not finite at the initial weights (the map W_d...W_1 overflows)",
+            "start from smaller weights, or rescale the task",
+        )
+    if not all(np.all(np.isfinite(v)) for v in leaves):
+        return (
+            f"the learning rule's field is not finite (NaN or inf) at a state with loss {loss:.6g}; "
+            "it lost all precision",
+            _blow_up_hint(rule),
+        )
+    if not any(np.any(v) for v in leaves) and loss > eps * scale:
+        return (
+            f"the learning rule's field is exactly zero although the loss is {loss:.6g}, not a minimum "
+            "(the run would stand still)",
+            _zero_field_hint(rule),
+        )
+    return None
+
+
+def _check_field_output(velocity, weights) -> None:
+    """A vector field must return a tuple of arrays, one per weight matrix, each of its shape."""
+    leaves = jax.tree_util.tree_leaves(velocity)
+    shapes = [tuple(np.shape(v)) for v in leaves]
+    want = [tuple(w.shape) for w in weights]
+    if not isinstance(velocity, tuple):
+        raise ValueError(
+            f"the rule's vector field must return a tuple of arrays (dW_1, ..., dW_d), got a "
+            f"{type(velocity).__name__}"
+        )
+    if shapes != want:
+        raise ValueError(
+            f"the rule's vector field must return one array per weight matrix with shapes {want}, "
+            f"got shapes {shapes}"
+        )
+
+
+@eqx.filter_jit
+def _compiled_field(rule, t, weights, task):
+    return rule(t, weights, task)
+
+
+def _evaluate_field(rule, t0: float, weights, task: Task):
+    """The field at concrete weights. Eagerly, so that the block rules take their Python branch
+    and nothing is compiled; except on the matrix-free Krylov path, whose lineax operator is a new
+    closure per call (eager calls would recompile it every time, about 1 s at width 16): there one
+    compiled call, cached per rule and shapes."""
+    curvature = getattr(rule, "curvature", None)
+    if isinstance(rule, NaturalGradientFlow) and isinstance(curvature, GaussNewton) and not np.isinf(rule.q):
+        widths = (weights[0].shape[1],) + tuple(w.shape[0] for w in weights)
+        if curvature.resolved_method(widths, 1.0 / rule.q) == "krylov":
+            return _compiled_field(rule, jnp.asarray(t0), weights, task)
+    return rule(t0, weights, task)
+
+
+def _initial_check(rule, t0: float, weights, task: Task) -> None:
+    """One field evaluation on the concrete initial weights; raises DynamicsBlowUpError at t0
+    when the field is non-finite, or exactly zero away from a minimum (see :func:`_field_problem`)."""
+    velocity = _evaluate_field(rule, t0, weights, task)
+    _check_field_output(velocity, weights)
+    loss = float(task.loss(network_map(weights)))
+    eps = float(jnp.finfo(weights[0].dtype).eps)
+    problem = _field_problem(rule, velocity, loss, _loss_scale(task), eps)
+    if problem is not None:
+        raise DynamicsBlowUpError(t0, *problem)
+
+
+@eqx.filter_jit
+def _batched_field(rule, t0, batch, task):
+    """The field and the loss at every initial state of a batch (one compiled, vmapped call)."""
+    return jax.vmap(lambda w: (rule(t0, w, task), task.loss(network_map(w))))(batch)
+
+
+def _batch_initial_problems(rule, t0: float, batch, task: Task) -> list[DynamicsBlowUpError | None]:
+    """Per element of a batch, the DynamicsBlowUpError of :func:`_initial_check`, or None."""
+    velocity, losses = _batched_field(rule, jnp.asarray(t0), batch, task)
+    _check_field_output(jax.tree_util.tree_map(lambda v: v[0], velocity), tuple(w[0] for w in batch))
+    velocity = [np.asarray(v) for v in jax.tree_util.tree_leaves(velocity)]
+    losses = np.asarray(losses)
+    scale, eps = _loss_scale(task), float(jnp.finfo(batch[0].dtype).eps)
+    out = []
+    for b in range(losses.shape[0]):
+        problem = _field_problem(rule, [v[b] for v in velocity], float(losses[b]), scale, eps)
+        out.append(None if problem is None else DynamicsBlowUpError(t0, *problem))
+    return out
+
+
 def _make_trajectory(name, rule, task, data, times, ws, stopped_early, n_valid=None) -> Trajectory:
     """Observables for the first ``n_valid`` saved states (all by default).
 
@@ -165,6 +282,16 @@ def _make_trajectory(name, rule, task, data, times, ws, stopped_early, n_valid=N
     ws = tuple(jnp.asarray(np.asarray(w)[idx]) for w in ws)
     obs = _observables(rule, task, data, ws)
     obs = jax.tree_util.tree_map(lambda x: np.asarray(x)[:n_valid], obs)
+    finite = np.ones(n_valid, dtype=bool)
+    for value in jax.tree_util.tree_leaves(obs):
+        finite &= np.all(np.isfinite(value.reshape(n_valid, -1)), axis=1)
+    if not finite.all():
+        bad = int(np.argmin(finite))
+        raise DynamicsBlowUpError(
+            float(np.asarray(times)[bad]),
+            "the field or the loss was not finite at a saved state (all precision was lost)",
+            _blow_up_hint(rule),
+        )
     _, s, _ = task.mode_basis()
     return Trajectory(
         rule=name,
@@ -185,7 +312,10 @@ def _resolve_rule(rule):
     if isinstance(rule, str):
         return vector_field(rule)
     if not callable(rule):
-        raise ValueError(f"rule must be a name ({', '.join(RULES)}) or a vector field f(t, weights, task)")
+        raise TypeError(
+            f"rule must be a name ({', '.join(RULES)}) or a vector field f(t, weights, task), "
+            f"got {type(rule).__name__}"
+        )
     return rule
 
 
@@ -287,26 +417,23 @@ def simulate(
 
     Raises:
         DynamicsBlowUpError: (single runs) the state became non-finite, the steps stalled, or
-            max_steps ran out. It carries the time reached and a hint; no NaN is ever returned.
+            max_steps ran out; or, at t0, the field is non-finite or exactly zero although the
+            loss is not ~0 (e.g. NGD from weights so small that it underflows). It carries the
+            time reached and a hint; no NaN is ever returned. In a batch each failed element
+            gets its message in ``status`` instead.
+        ValueError, TypeError: bad inputs (non-finite or non-real weights, mismatched widths or
+            task, t1 <= t0, dt0 <= 0, max_steps < 1, saveat.ts outside [t0, t1], ...), in one
+            line naming the argument.
     """
-    batched = not isinstance(net_or_weights, DeepLinearNet) and np.ndim(net_or_weights[0]) == 3
-    if batched:
-        batch = tuple(jnp.asarray(w) for w in net_or_weights)
-        sizes = {w.shape[0] for w in batch}
-        if len(sizes) != 1:
-            raise ValueError(
-                f"every batched weight array needs the same leading batch size, got {sorted(sizes)}"
-            )
-        weights = as_weights(tuple(w[0] for w in batch))
-    else:
-        weights = as_weights(net_or_weights)
+    weights, batch = _split_weights(net_or_weights)
     base, data = _split_task(task)
     _check_task_matches(weights, base)
-    t1 = check_positive("t1", t1)
-    if t1 <= t0:
-        raise ValueError(f"t1 must be greater than t0 = {t0}, got {t1}")
+    t0, t1, dt0, max_steps = _check_times(t0, t1, dt0, max_steps)
     name = _rule_name(rule)
     field_ = _resolve_rule(rule)
+    saveat, solver, stepsize_controller, progress_meter = _check_solver_options(
+        saveat, solver, stepsize_controller, progress_meter, t0, t1, dt0
+    )
     if saveat is None:
         saveat = diffrax.SaveAt(ts=jnp.linspace(t0, t1, 501))
     if isinstance(saveat.subs, diffrax.SubSaveAt) and not saveat.subs.t1:
@@ -318,8 +445,8 @@ def simulate(
     # Times enter the compiled solve as arrays, not Python floats (which diffeqsolve's filter_jit
     # would treat as static): runs that differ only in t0, t1, dt0 or the threshold reuse one
     # compilation.
-    t0_, t1_ = jnp.asarray(float(t0)), jnp.asarray(t1)
-    dt0_ = None if dt0 is None else jnp.asarray(float(dt0))
+    t0_, t1_ = jnp.asarray(t0), jnp.asarray(t1)
+    dt0_ = None if dt0 is None else jnp.asarray(dt0)
 
     def solve(y0):
         return diffrax.diffeqsolve(
@@ -342,29 +469,118 @@ def simulate(
             progress_meter=diffrax.NoProgressMeter() if progress_meter is None else progress_meter,
         )
 
-    if not batched:
+    if batch is None:
+        _initial_check(field_, t0, weights, base)
         sol = solve(weights)
         times, ws = np.asarray(sol.ts), tuple(np.asarray(w) for w in sol.ys)
         n_ok, event_hit = _check_run(times, ws, int(sol.result._value), t0, field_)
         return _make_trajectory(name, field_, base, data, times, ws, event_hit, n_ok)
 
-    sol = eqx.filter_vmap(solve)(batch)
-    all_times, all_ws = np.asarray(sol.ts), tuple(np.asarray(w) for w in sol.ys)
-    codes = np.asarray(sol.result._value)
+    initial = _batch_initial_problems(field_, t0, batch, base)
+    usable = [b for b, problem in enumerate(initial) if problem is None]
+    size = len(initial)
+    if usable:
+        # Elements whose field is unusable are not integrated: their slots run a copy of a usable
+        # element (the batch keeps its shape, so the compiled solve is reused) and are discarded.
+        idx = np.asarray([b if initial[b] is None else usable[0] for b in range(size)])
+        sol = eqx.filter_vmap(solve)(tuple(w[idx] for w in batch))
+        all_times, all_ws = np.asarray(sol.ts), tuple(np.asarray(w) for w in sol.ys)
+        codes = np.asarray(sol.result._value)
     trajectories, status, failed_at = [], [], []
-    for b in range(all_times.shape[0]):
-        ws_b = tuple(w[b] for w in all_ws)
+    for b in range(size):
         try:
+            if initial[b] is not None:
+                raise initial[b]
+            ws_b = tuple(w[b] for w in all_ws)
             n_ok, event_hit = _check_run(all_times[b], ws_b, int(codes[b]), t0, field_)
+            traj = _make_trajectory(name, field_, base, data, all_times[b], ws_b, event_hit, n_ok)
         except DynamicsBlowUpError as err:
             trajectories.append(None)
             status.append(str(err))
             failed_at.append(err.time)
             continue
-        trajectories.append(_make_trajectory(name, field_, base, data, all_times[b], ws_b, event_hit, n_ok))
+        trajectories.append(traj)
         status.append("stopped early" if event_hit else "ok")
         failed_at.append(np.nan)
     return TrajectoryBatch(tuple(trajectories), tuple(status), np.asarray(failed_at))
+
+
+def _split_weights(net_or_weights):
+    """(weights, None) for one net, or (the first element's weights, the batch) for a batch of
+    3-D arrays (B, n_i, n_{i-1}); validates dtypes, finiteness and widths."""
+    if isinstance(net_or_weights, DeepLinearNet):
+        return net_or_weights.weights, None
+    if net_or_weights is None or isinstance(net_or_weights, str | bytes | dict):
+        raise TypeError(
+            "net_or_weights must be a DeepLinearNet, a sequence of 2-D matrices or a batch of 3-D "
+            f"arrays, got {type(net_or_weights).__name__}"
+        )
+    try:
+        arrays = tuple(net_or_weights)
+    except TypeError:
+        raise TypeError(
+            "net_or_weights must be a DeepLinearNet, a sequence of 2-D matrices or a batch of 3-D "
+            f"arrays, got {type(net_or_weights).__name__}"
+        ) from None
+    ndims = [len(getattr(w, "shape", ())) if hasattr(w, "shape") else None for w in arrays]
+    if 3 not in ndims:
+        return check_weights(arrays, "net_or_weights"), None
+    batch = tuple(as_real_array(f"W_{i + 1} (batched)", w, finite=False) for i, w in enumerate(arrays))
+    if any(w.ndim != 3 for w in batch):
+        raise ValueError(
+            "net_or_weights: a batch of initial weights needs every W_i as a 3-D array (B, n_i, n_{i-1}), "
+            "got shapes "
+            f"{[tuple(w.shape) for w in batch]}"
+        )
+    sizes = {w.shape[0] for w in batch}
+    if len(sizes) != 1 or 0 in sizes:
+        raise ValueError(
+            f"net_or_weights: every batched weight array needs the same leading batch size >= 1, "
+            f"got {sorted(sizes)}"
+        )
+    weights = check_weights(tuple(w[0] for w in batch), "net_or_weights")
+    for i, w in enumerate(batch):
+        as_real_array(f"W_{i + 1} (batched)", w)  # finite entries in every element
+    return weights, batch
+
+
+def _check_times(t0, t1, dt0, max_steps):
+    t0, t1 = check_real("t0", t0), check_real("t1", t1)
+    if t1 <= t0:
+        raise ValueError(f"t1 must be greater than t0 = {t0}, got {t1}")
+    if not np.isfinite(t1 - t0):
+        raise ValueError(f"t1 - t0 must be a finite duration, got t0 = {t0:g} and t1 = {t1:g}")
+    if dt0 is not None:
+        dt0 = check_positive("dt0", dt0)
+        # a subnormal step is flushed to 0 by XLA on CPU, and one below t0's spacing never moves
+        if dt0 < np.finfo(np.float64).tiny or t0 + dt0 == t0:
+            raise ValueError(f"dt0 must be large enough that t0 + dt0 > t0 (t0 = {t0:g}), got {dt0!r}")
+    return t0, t1, dt0, check_integer("max_steps", max_steps, 1)
+
+
+def _check_solver_options(saveat, solver, stepsize_controller, progress_meter, t0, t1, dt0):
+    """Type checks of the options passed to diffrax, and saveat.ts within [t0, t1], ascending."""
+    for name, value, kind in (
+        ("saveat", saveat, diffrax.SaveAt),
+        ("solver", solver, diffrax.AbstractSolver),
+        ("stepsize_controller", stepsize_controller, diffrax.AbstractStepSizeController),
+        ("progress_meter", progress_meter, diffrax.AbstractProgressMeter),
+    ):
+        if value is not None and not isinstance(value, kind):
+            raise TypeError(f"{name} must be a diffrax.{kind.__name__} (or None), got {type(value).__name__}")
+    if isinstance(stepsize_controller, diffrax.ConstantStepSize) and dt0 is None:
+        raise ValueError("dt0 must be given (a number > 0) with a diffrax.ConstantStepSize controller")
+    if saveat is not None:
+        subs = jax.tree_util.tree_leaves(saveat.subs, is_leaf=lambda x: isinstance(x, diffrax.SubSaveAt))
+        for sub in subs:
+            if isinstance(sub, diffrax.SubSaveAt) and sub.ts is not None:
+                ts = as_real_array("saveat.ts", sub.ts, 1, numpy=True)
+                if ts.size and (ts.min() < t0 or ts.max() > t1 or np.any(np.diff(ts) < 0)):
+                    raise ValueError(
+                        f"saveat.ts must be ascending times within [t0, t1] = [{t0:g}, {t1:g}], "
+                        f"got values from {ts.min():g} to {ts.max():g}"
+                    )
+    return saveat, solver, stepsize_controller, progress_meter
 
 
 def init_weights_batch(widths, keys, **init_kwargs) -> tuple[Array, ...]:
@@ -373,9 +589,11 @@ def init_weights_batch(widths, keys, **init_kwargs) -> tuple[Array, ...]:
     ``init_kwargs`` go to :class:`DeepLinearNet` (init, scale, teacher, ...). Pass the result to
     :func:`simulate` to integrate all of them in one vmapped solve.
     """
-    keys = jnp.asarray(keys)
-    if keys.ndim != 2:
+    keys = keys if hasattr(keys, "dtype") else np.asarray(keys)
+    typed = jnp.issubdtype(keys.dtype, jax.dtypes.prng_key)
+    if not ((typed and keys.ndim == 1) or (keys.dtype == np.uint32 and keys.ndim == 2)) or len(keys) < 1:
         raise ValueError("keys must be a batch of PRNG keys, e.g. jax.random.split(key, 64)")
+    keys = jnp.asarray(keys)
     DeepLinearNet(widths, key=keys[0], **init_kwargs)  # validates the options eagerly
     return jax.vmap(lambda k: DeepLinearNet(widths, key=k, **init_kwargs).weights)(keys)
 
@@ -392,22 +610,44 @@ def simulate_discrete(
 ) -> Trajectory:
     """Discrete updates theta <- theta + lr f(t, theta) of the same vector fields (forward Euler).
 
-    Saved times are ``step * lr``, so discrete and continuous runs share one time axis. Raises
+    Saved times are ``step * lr``, so discrete and continuous runs share one time axis (the
+    field of step k is evaluated at t = k lr). The state
+    is saved every ``save_every`` steps and after the last step, also when ``steps`` is not a
+    multiple of ``save_every`` (the final step is never dropped). Raises
     :class:`DynamicsBlowUpError` at the first saved step whose state is non-finite or whose loss
-    exceeds ``divergence_factor`` times the initial loss.
+    exceeds ``divergence_factor`` (> 1) times the initial loss, and at step 0 when the field is
+    non-finite or exactly zero away from a minimum (as :func:`simulate`).
     """
     weights = as_weights(net_or_weights)
     base, data = _split_task(task)
     _check_task_matches(weights, base)
     lr = check_positive("lr", lr)
-    if int(steps) != steps or steps < 1 or int(save_every) != save_every or save_every < 1:
-        raise ValueError(f"steps and save_every must be integers >= 1, got {steps} and {save_every}")
+    steps = check_integer("steps", steps, 1)
+    save_every = check_integer("save_every", save_every, 1)
+    if not np.isfinite(lr * steps):
+        raise ValueError(f"lr * steps (the final time) must be finite, got lr = {lr:g} and steps = {steps}")
+    divergence_factor = check_positive("divergence_factor", divergence_factor)
+    if divergence_factor <= 1.0:
+        raise ValueError(f"divergence_factor must be a finite number > 1, got {divergence_factor!r}")
     name = _rule_name(rule)
     field_ = _resolve_rule(rule)
-    n_saves = steps // save_every
-    ws = _euler(field_, base, weights, lr, int(save_every), int(n_saves))
-    ws = tuple(jnp.concatenate([w0[None], w]) for w0, w in zip(weights, ws, strict=True))
-    times = lr * save_every * np.arange(n_saves + 1)
+    _initial_check(field_, 0.0, weights, base)
+    n_full, rest = divmod(steps, save_every)
+    parts, state = [], weights
+    # lr and the first step enter the compiled steps as (weakly typed) arrays: new rates reuse
+    # the compilation, and the weights keep their dtype
+    lr_ = jnp.asarray(lr)
+    if n_full:
+        full = _euler(field_, base, weights, lr_, save_every, n_full, jnp.asarray(0.0))
+        parts.append(full)
+        state = tuple(w[-1] for w in full)
+    if rest:  # the steps after the last full block, saved once at the final step
+        parts.append(_euler(field_, base, state, lr_, rest, 1, jnp.asarray(float(n_full * save_every))))
+    ws = tuple(jnp.concatenate([w0[None], *ps]) for w0, *ps in zip(weights, *parts, strict=True))
+    steps_saved = save_every * np.arange(n_full + 1)
+    if rest:
+        steps_saved = np.append(steps_saved, steps)
+    times = lr * steps_saved
     finite = np.ones(times.shape, dtype=bool)
     for w in ws:
         finite &= np.all(np.isfinite(np.asarray(w)), axis=(1, 2))
@@ -426,15 +666,20 @@ def simulate_discrete(
 
 
 @eqx.filter_jit
-def _euler(rule, task, weights, lr, save_every, n_saves):
-    def step(w, _):
-        return jax.tree_util.tree_map(lambda a, b: a + lr * b, w, rule(0.0, w, task)), None
+def _euler(rule, task, weights, lr, save_every, n_saves, start):
+    """``n_saves`` blocks of ``save_every`` Euler steps; step k (counted from ``start``) evaluates
+    the field at its time t = k lr. ``lr`` and ``start`` are arrays, so that neither is compiled in."""
 
-    def block(w, _):
-        w, _ = jax.lax.scan(step, w, None, length=save_every)
-        return w, w
+    def step(carry, _):
+        w, k = carry
+        velocity = rule(k * lr, w, task)
+        return (jax.tree_util.tree_map(lambda a, b: a + lr * b, w, velocity), k + 1), None
 
-    _, saved = jax.lax.scan(block, weights, None, length=n_saves)
+    def block(carry, _):
+        carry, _ = jax.lax.scan(step, carry, None, length=save_every)
+        return carry, carry[0]
+
+    _, saved = jax.lax.scan(block, (weights, start), None, length=n_saves)
     return saved
 
 
@@ -476,6 +721,8 @@ def compare_with_modes(traj: Trajectory, rule, task) -> ModeComparison:
     """
     from ._analytic import aligned_frames, mode_field_of, project_onto_modes
 
+    if not isinstance(traj, Trajectory):
+        raise TypeError(f"traj must be a dlnsim.Trajectory (from simulate), got {type(traj).__name__}")
     base, _ = _split_task(task)
     mode_field = mode_field_of(rule)
     w0 = tuple(w[0] for w in traj.weights)

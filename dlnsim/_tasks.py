@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import pickle
+import zipfile
+import zlib
+
 import equinox as eqx
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._checks import check_finite, check_positive
+from ._checks import (
+    as_real_array,
+    check_covariance,
+    check_finite,
+    check_integer,
+    check_key,
+    check_positive,
+    check_real,
+)
 
 
 def _psd_sqrt(cov: Array) -> Array:
@@ -31,25 +43,20 @@ class Task(eqx.Module):
     input_cov_sqrt: Float[Array, "n_in n_in"]
 
     def __init__(self, teacher, input_cov=None):
-        teacher = jnp.asarray(teacher, dtype=jnp.result_type(float))
+        teacher = as_real_array("teacher", teacher, dtype=jnp.result_type(float), finite=False)
         if teacher.ndim != 2:
             raise ValueError(f"teacher must be a 2-D matrix (n_out, n_in), got shape {teacher.shape}")
         check_finite("teacher", teacher)
         n_in = teacher.shape[1]
         if input_cov is None:
             input_cov = jnp.eye(n_in, dtype=teacher.dtype)
-        input_cov = jnp.asarray(input_cov, dtype=teacher.dtype)
+        input_cov = as_real_array("input_cov", input_cov, dtype=teacher.dtype, finite=False)
         if input_cov.shape != (n_in, n_in):
             raise ValueError(
                 f"input_cov must be ({n_in}, {n_in}) to match the teacher's inputs, got {input_cov.shape}"
             )
         check_finite("input_cov", input_cov)
-        cov_np = np.asarray(input_cov)
-        tol = max(1e-10, 100 * float(np.finfo(cov_np.dtype).eps)) * max(1.0, np.abs(cov_np).max())
-        if not np.allclose(cov_np, cov_np.T, rtol=0.0, atol=tol):
-            raise ValueError("input_cov must be symmetric")
-        if np.linalg.eigvalsh(0.5 * (cov_np + cov_np.T)).min() < -tol:
-            raise ValueError("input_cov must be positive semi-definite")
+        check_covariance("input_cov", input_cov)
         input_cov = 0.5 * (input_cov + input_cov.T)
         self.teacher = teacher
         self.input_cov = input_cov
@@ -89,14 +96,17 @@ def random_teacher(
 
     ``spectrum`` defaults to ``rank, rank-1, ..., 1``; ``rank`` defaults to ``min(n_out, n_in)``.
     """
+    check_key(key)
+    n_out, n_in = check_integer("n_out", n_out), check_integer("n_in", n_in)
     kmax = min(n_out, n_in)
+    if rank is not None:
+        rank = check_integer("rank", rank)
     if spectrum is None:
-        rank = kmax if rank is None else int(rank)
+        rank = kmax if rank is None else rank
         if not 1 <= rank <= kmax:
             raise ValueError(f"rank must be between 1 and min(n_out, n_in) = {kmax}, got {rank}")
         spectrum = np.arange(rank, 0, -1, dtype=float)
-    spectrum = jnp.asarray(spectrum, dtype=jnp.result_type(float))
-    check_finite("spectrum", spectrum)
+    spectrum = as_real_array("spectrum", spectrum, dtype=jnp.result_type(float))
     if spectrum.ndim != 1 or not 1 <= spectrum.shape[0] <= kmax:
         raise ValueError(f"spectrum must be a 1-D array of 1 to {kmax} values, got shape {spectrum.shape}")
     if rank is not None and spectrum.shape[0] != rank:
@@ -113,6 +123,9 @@ def correlated_input_cov(key: PRNGKeyArray, n_in: int, *, decay: float = 5.0) ->
 
     Bernacchia et al. 2018, sec. 5 (decay = 5).
     """
+    check_key(key)
+    n_in = check_integer("n_in", n_in)
+    decay = check_real("decay", decay)
     dtype = jnp.result_type(float)
     q, _ = jnp.linalg.qr(jr.normal(key, (n_in, n_in), dtype=dtype))
     evals = jnp.exp(-decay * jnp.arange(n_in, dtype=dtype) / n_in)
@@ -172,10 +185,11 @@ def student_teacher(
     teacher's root-mean-square mode strength divided by ``snr``. ``samples`` training pairs
     (Huh 2020 uses P = N = 16) and ``test_samples`` fresh pairs for the test loss.
     """
+    check_key(key)
     snr = check_positive("snr", snr)
-    for name, v in (("width", width), ("samples", samples), ("test_samples", test_samples)):
-        if int(v) != v or v < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+    width = check_integer("width", width)
+    samples = check_integer("samples", samples)
+    test_samples = check_integer("test_samples", test_samples)
     kt, kx, kz, kxt, kzt = jr.split(key, 5)
     teacher = random_teacher(kt, width, width, rank=rank, spectrum=spectrum)
     s = jnp.linalg.svd(teacher, compute_uv=False)
@@ -193,15 +207,38 @@ def student_teacher(
     return StudentTeacherData(task, teacher, x, y, xt, yt, irreducible, noise_std)
 
 
-def read_xy_npz(path: str, shapes: str):
-    """Opens a user's ``.npz`` and checks that it has arrays ``x`` and ``y`` (``shapes`` describes them)."""
+def read_xy_npz(path: str, shapes: str, optional: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """Reads a user's ``.npz`` with arrays ``x`` and ``y`` (``shapes`` describes them) and the
+    ``optional`` arrays it holds. Every array read must hold finite real numbers."""
     try:
         data = np.load(path)
-    except (OSError, ValueError) as err:
-        raise ValueError(f"cannot read {path!r} as an .npz file with arrays x and y: {err}") from None
-    if "x" not in data or "y" not in data:
-        raise ValueError(f"{path!r} must contain arrays named {shapes}")
-    return data
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError) as err:
+        message = " ".join(str(err).split()) or type(err).__name__
+        if isinstance(err, EOFError):
+            message = f"the file is empty or truncated ({message})"
+        raise ValueError(f"cannot read {path!r} as an .npz file with arrays x and y: {message}") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path!r} must be an .npz archive (np.savez) with arrays named {shapes}")
+    with data:
+        if "x" not in data.files or "y" not in data.files:
+            raise ValueError(f"{path!r} must contain arrays named {shapes}")
+        out = {}
+        for name in ("x", "y") + tuple(optional):
+            if name not in data.files:
+                continue
+            try:
+                raw = data[name]
+            except ValueError:  # an object array: reading it would need pickle
+                raise ValueError(
+                    f"array {name} in {path!r} must hold real numbers, got an object array"
+                ) from None
+            except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+                message = " ".join(str(err).split()) or type(err).__name__
+                raise ValueError(
+                    f"cannot read array {name} in {path!r} (a corrupt file?): {message}"
+                ) from None
+            out[name] = as_real_array(f"array {name} in {path!r}", raw, numpy=True)
+    return out
 
 
 def load_regression_data(path: str) -> tuple[Task, Array]:
@@ -215,6 +252,6 @@ def load_regression_data(path: str) -> tuple[Task, Array]:
     y = jnp.asarray(data["y"], dtype=jnp.result_type(float))
     if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0]:
         raise ValueError(f"x and y must be 2-D with the same number of rows, got {x.shape} and {y.shape}")
-    check_finite("x", x)
-    check_finite("y", y)
+    if x.shape[0] < 1:
+        raise ValueError(f"{path!r} holds no samples: x and y need at least one row")
     return _empirical_task(x, y)

@@ -30,7 +30,16 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._checks import check_depth, check_finite, check_nonnegative, check_positive, check_widths
+from ._checks import (
+    as_real_array,
+    check_depth,
+    check_integer,
+    check_key,
+    check_nonnegative,
+    check_positive,
+    check_real,
+    check_widths,
+)
 from ._tasks import read_xy_npz
 
 ACTIVATIONS = ("relu", "tanh", "erf", "shifted-relu", "identity")
@@ -46,11 +55,9 @@ _RCOND = 1e-10  # eigenvalues below this fraction of the largest are treated as 
 
 
 def check_activation(activation: str, shift: float = 0.0) -> str:
-    if activation not in ACTIVATIONS:
+    if not isinstance(activation, str) or activation not in ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}")
-    shift = float(shift)
-    if not math.isfinite(shift) or shift < 0:
-        raise ValueError(f"shift must be a finite number >= 0, got {shift!r}")
+    shift = check_nonnegative("shift", shift)
     if shift != 0.0 and activation != "shifted-relu":
         raise ValueError(f"shift applies to the shifted-relu activation only, not {activation!r}")
     return activation
@@ -123,6 +130,7 @@ class MLP(eqx.Module):
         dtype=None,
     ):
         self.widths = check_widths(widths)
+        check_key(key)
         self.activation = check_activation(activation, shift)
         self.shift = float(shift)
         self.sigma_w2 = check_positive("sigma_w2", sigma_w2)
@@ -712,6 +720,43 @@ def default_learning_rate(fisher: Fisher, alpha: float) -> float:
     return (CE_RATE if fisher.loss == "cross-entropy" else 1.0) / alpha
 
 
+def _check_mlp(mlp) -> None:
+    if not isinstance(mlp, MLP):
+        raise TypeError(f"mlp must be a dlnsim.wide.MLP, got {type(mlp).__name__}")
+
+
+def check_data(mlp: MLP, x, y, name: str = "x") -> tuple[Array, Array]:
+    """Inputs x (N, M_0) and targets y (N, C) of real numbers that fit ``mlp``; finite when
+    concrete (under a trace only the shapes and dtypes are checked)."""
+    yname = "y" + name[1:]
+    dtype = mlp.weights[0].dtype
+    x = as_real_array(name, x, 2, dtype=dtype)
+    y = as_real_array(yname, y, dtype=dtype)
+    m0, c = mlp.widths[0], mlp.widths[-1]
+    if y.ndim != 2:
+        raise ValueError(f"{yname} must be a 2-D array (N, C) = (N, {c}), got shape {tuple(y.shape)}")
+    if x.shape[1] != m0 or y.shape[1] != c:
+        raise ValueError(
+            f"{name} and {yname} must be (N, {m0}) and (N, {c}) for an MLP with widths {mlp.widths}, "
+            f"got {tuple(x.shape)} and {tuple(y.shape)}"
+        )
+    if x.shape[0] != y.shape[0] or x.shape[0] < 1:
+        raise ValueError(
+            f"{name} and {yname} must have the same number N >= 1 of samples, "
+            f"got {x.shape[0]} and {y.shape[0]}"
+        )
+    return x, y
+
+
+def _check_task_fits(mlp: MLP, task) -> None:
+    """A WideTask whose input and output widths are the MLP's."""
+    _check_mlp(mlp)
+    if not isinstance(task, WideTask):
+        raise TypeError(f"task must be a dlnsim.wide.WideTask, got {type(task).__name__}")
+    check_data(mlp, task.x_train, task.y_train, "x_train")
+    check_data(mlp, task.x_test, task.y_test, "x_test")
+
+
 class NGDState(NamedTuple):
     step: Array
 
@@ -730,7 +775,16 @@ class NGD:
     learning_rate: float | None = None
     forster: bool = False
 
+    def __post_init__(self):
+        if not isinstance(self.fisher, Fisher):
+            raise TypeError(
+                f"fisher must be a dlnsim.wide.Fisher (see ngd()), got {type(self.fisher).__name__}"
+            )
+        if self.learning_rate is not None:
+            check_positive("learning_rate", self.learning_rate)
+
     def init(self, mlp: MLP) -> NGDState:
+        _check_mlp(mlp)
         self.fisher.check_depth(mlp.depth)
         return NGDState(jnp.zeros((), dtype=jnp.int32))
 
@@ -748,6 +802,8 @@ class NGD:
         return default_learning_rate(self.fisher, alpha)
 
     def update(self, mlp: MLP, x: Array, y: Array, state: NGDState):
+        _check_mlp(mlp)
+        x, y = check_data(mlp, x, y)
         self.fisher.check_depth(mlp.depth)
         lr = self.resolve_learning_rate(mlp, x.shape[0])
         sig = signals(mlp, x)
@@ -802,7 +858,10 @@ class WideTask(eqx.Module):
     description: str = eqx.field(static=True)
 
     def __check_init__(self):
+        if self.kind not in ("binary", "multiclass", "regression"):
+            raise ValueError(f"kind must be 'binary', 'multiclass' or 'regression', got {self.kind!r}")
         for name in ("x_train", "y_train", "x_test", "y_test"):
+            as_real_array(name, getattr(self, name))
             if getattr(self, name).ndim != 2:
                 raise ValueError(f"{name} must be 2-D, got shape {getattr(self, name).shape}")
         if self.x_train.shape[0] != self.y_train.shape[0] or self.x_test.shape[0] != self.y_test.shape[0]:
@@ -830,8 +889,7 @@ class WideTask(eqx.Module):
 
 def normalize_inputs(x) -> Array:
     """Rows scaled to unit norm (Assumption 2); zero rows are refused."""
-    x = jnp.asarray(x, dtype=jnp.result_type(float))
-    check_finite("x", x)
+    x = as_real_array("x", x, dtype=jnp.result_type(float))
     norms = jnp.linalg.norm(x, axis=-1, keepdims=True)
     if bool(jnp.any(norms == 0)):
         raise ValueError("every input must be nonzero to be normalised to ||x|| = 1")
@@ -840,19 +898,15 @@ def normalize_inputs(x) -> Array:
 
 def _make_task(x, y, x_test, y_test, kind, description) -> WideTask:
     x, x_test = normalize_inputs(x), normalize_inputs(x_test)
-    y = jnp.asarray(y, dtype=x.dtype)
-    y_test = jnp.asarray(y_test, dtype=x.dtype)
+    y = as_real_array("y", y, dtype=x.dtype)
+    y_test = as_real_array("y_test", y_test, dtype=x.dtype)
     y = y[:, None] if y.ndim == 1 else y
     y_test = y_test[:, None] if y_test.ndim == 1 else y_test
-    check_finite("y", y)
-    check_finite("y_test", y_test)
     return WideTask(x, y, x_test, y_test, kind, description)
 
 
 def _check_count(name, n, low=1):
-    if isinstance(n, bool) or int(n) != n or n < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {n!r}")
-    return int(n)
+    return check_integer(name, n, low)
 
 
 def synthetic_task(
@@ -935,22 +989,25 @@ def load_wide_data(path: str, *, test_fraction: float = 0.25, key: PRNGKeyArray 
     Without test arrays, a random ``test_fraction`` of the rows is held out. Inputs are normalised
     to ||x|| = 1; the task is treated as regression.
     """
-    data = read_xy_npz(path, "'x' (N, M0) and 'y' (N,) or (N, C)")
-    x, y = np.asarray(data["x"], float), np.asarray(data["y"], float)
+    test_fraction = check_real("test_fraction", test_fraction)
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be a number between 0 and 1, got {test_fraction!r}")
+    if key is not None:
+        check_key(key)
+    data = read_xy_npz(path, "'x' (N, M0) and 'y' (N,) or (N, C)", optional=("x_test", "y_test"))
+    x, y = data["x"], data["y"]
     y = y[:, None] if y.ndim == 1 else y
     if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0]:
         raise ValueError(
             f"x must be (N, M0) and y (N,) or (N, C) with the same N, got {x.shape} and {y.shape}"
         )
-    if not (np.all(np.isfinite(x)) and np.all(np.isfinite(y))):
-        raise ValueError(f"{path!r}: x and y must be finite (no NaN or inf)")
-    if "x_test" in data and "y_test" in data:
-        xt, yt = np.asarray(data["x_test"], float), np.asarray(data["y_test"], float)
+    if ("x_test" in data) != ("y_test" in data):
+        raise ValueError(f"{path!r} must hold both x_test and y_test, or neither")
+    if "x_test" in data:
+        xt, yt = data["x_test"], data["y_test"]
         yt = yt[:, None] if yt.ndim == 1 else yt
         if xt.ndim != 2 or xt.shape[1] != x.shape[1] or yt.shape != (xt.shape[0], y.shape[1]):
             raise ValueError(f"x_test and y_test must be (N_test, {x.shape[1]}) and (N_test, {y.shape[1]})")
-        if not (np.all(np.isfinite(xt)) and np.all(np.isfinite(yt))):
-            raise ValueError(f"{path!r}: x_test and y_test must be finite")
     else:
         n_test = int(round(test_fraction * x.shape[0]))
         if n_test < 1 or n_test >= x.shape[0]:
@@ -968,7 +1025,11 @@ def forster_transform(x, *, tol: float = 1e-12, max_iter: int = 10_000) -> Array
     Iterates x <- (M0/N X^T X)^{-1/2} x, renormalised, until the frame is tight to ``tol``; raises a
     ValueError when the points are not in general position (no fixed point).
     """
+    tol = check_positive("tol", tol)
+    max_iter = check_integer("max_iter", max_iter, 1)
     x = np.asarray(normalize_inputs(x))
+    if x.ndim != 2:
+        raise ValueError(f"x must be a 2-D array (N, M0), got shape {x.shape}")
     n, m0 = x.shape
     if n <= m0:
         raise ValueError(f"the Forster transform is for N > M0 (here N={n}, M0={m0}); it is not needed")
@@ -1010,6 +1071,8 @@ class TrainResult:
 
 def task_loss(f, y, loss: str = "mse"):
     """MSE 1/(2N) sum ||f - y||^2 (eq. 3) or mean cross-entropy of softmax(f) against y."""
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
     f, y = jnp.asarray(f), jnp.asarray(y)
     if loss == "cross-entropy":
         return -jnp.mean(jnp.sum(y * jax.nn.log_softmax(f, axis=-1), axis=-1))
@@ -1028,6 +1091,9 @@ def _train_step(opt: NGD, mlp: MLP, state: NGDState, x, y, x_test):
 def train(mlp: MLP, task: WideTask, optimizer: NGD, steps: int) -> TrainResult:
     """Runs ``steps`` NGD steps on the whole training set (full batch) and records f on train/test."""
     steps = _check_count("steps", steps, low=0)
+    _check_task_fits(mlp, task)
+    if not isinstance(optimizer, NGD):
+        raise TypeError(f"optimizer must be a dlnsim.wide.NGD (see ngd()), got {type(optimizer).__name__}")
     state = optimizer.init(mlp)
     lr = optimizer.resolve_learning_rate(mlp, task.n_samples)
     opt = NGD(optimizer.fisher, lr, optimizer.forster)

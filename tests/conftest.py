@@ -1,6 +1,6 @@
 import os
 
-# One OpenBLAS thread for jax's CPU LAPACK kernels (see dlnsim._checks.limit_lapack_threads):
+# One OpenBLAS thread for jax's CPU LAPACK kernels (see dlnsim.limit_lapack_threads):
 # set before numpy loads, and inherited by the scripts the tests run.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 

@@ -6,7 +6,6 @@ import pytest
 from threadpoolctl import threadpool_info, threadpool_limits
 
 import dlnsim
-from dlnsim._checks import atomic_directory
 
 
 def _scipy_openblas_threads():
@@ -29,14 +28,3 @@ def test_limit_lapack_threads_reaches_the_lapack_jax_calls():
 def test_limit_lapack_threads_rejects_bad_counts(bad):
     with pytest.raises(ValueError, match="threads must be an integer >= 1"):
         dlnsim.limit_lapack_threads(bad)
-
-
-def test_atomic_directory_replaces_only_on_success(tmp_path):
-    out = tmp_path / "run"
-    with atomic_directory(out) as tmp:
-        (tmp / "a.txt").write_text("first")
-    with pytest.raises(RuntimeError), atomic_directory(out) as tmp:
-        (tmp / "a.txt").write_text("partial")
-        raise RuntimeError("boom")
-    assert (out / "a.txt").read_text() == "first"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]

@@ -19,7 +19,7 @@ def reproduce(fid, tmp_path):
     failed = [str(c) for c in rep.failed]
     assert rep.passed, failed
     assert sorted(p.name for p in (tmp_path / fid).iterdir()) == [
-        "data.npz", "figure.pdf", "figure.png", "metrics.json",
+        ".dlnsim-output.json", "data.npz", "figure.pdf", "figure.png", "metrics.json",
     ]  # fmt: skip
     m = json.loads((tmp_path / fid / "metrics.json").read_text())
     assert m["passed"] is True and m["fast"] is True and len(m["checks"]) == len(rep.checks)

@@ -36,7 +36,9 @@ def test_ids_are_registered():
 def test_fast_reproduction_passes_and_writes_files(id, fast_run):
     rep, out = fast_run(id)
     assert rep.passed, [str(c) for c in rep.failed]
-    assert sorted(p.name for p in out.iterdir()) == ["data.npz", "figure.pdf", "figure.png", "metrics.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".dlnsim-output.json", "data.npz", "figure.pdf", "figure.png", "metrics.json",
+    ]  # fmt: skip
     m = json.loads((out / "metrics.json").read_text())
     assert m["passed"] and m["fast"] and len(m["checks"]) == len(rep.checks) >= 4
     sgd = m["settings"]["sgd"]

@@ -23,7 +23,7 @@ def test_fast_reproduction_passes(id, tmp_path):
     _FAST[id] = rep
     assert rep.passed, [str(c) for c in rep.failed]
     assert sorted(p.name for p in (tmp_path / id).iterdir()) == [
-        "data.npz", "figure.pdf", "figure.png", "metrics.json",
+        ".dlnsim-output.json", "data.npz", "figure.pdf", "figure.png", "metrics.json",
     ]  # fmt: skip
     m = json.loads((tmp_path / id / "metrics.json").read_text())
     assert m["passed"] and m["fast"] and len(m["checks"]) == len(rep.checks) >= 4

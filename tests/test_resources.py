@@ -9,6 +9,7 @@ import pytest
 
 import dlnsim
 from dlnsim import _resources as res
+from dlnsim import _resources_wide as wres
 from dlnsim._curvature import GaussNewton
 from dlnsim._models import conserved_quantities, network_map, prefix_products, suffix_products
 from dlnsim._rules import RULES, vector_field
@@ -112,8 +113,8 @@ def test_wide_parameters_and_signals_match_the_mlp():
     mlp = MLP(widths, "tanh", key=jr.PRNGKey(0))
     signals_ = eqx.filter_jit(signals)
     task = synthetic_task(jr.PRNGKey(1), n, widths[0], outputs=widths[-1], test_samples=nt)
-    est = res.estimate_wide_run(widths, samples=n, outputs=3, fisher="bd", steps=2, test_samples=nt)
-    copies = res.WIDE_PARAMETER_COPIES["bd"]
+    est = wres.estimate_wide_run(widths, samples=n, outputs=3, fisher="bd", steps=2, test_samples=nt)
+    copies = wres.WIDE_PARAMETER_COPIES["bd"]
     assert est.breakdown[f"parameters ({mlp.n_params}) x {copies:g} copies"] == pytest.approx(
         8 * mlp.n_params * copies, abs=1
     )
@@ -125,7 +126,7 @@ def test_wide_parameters_and_signals_match_the_mlp():
     grams = eqx.filter_jit(layer_grams)(mlp, signals_(mlp, task.x_train))
     a = n * widths[-1]
     assert [g.shape for g in grams] == [(a, a)] * 3
-    assert est.breakdown[f"layer Gram matrices (3 x {a} x {a})"] == 8 * res.WIDE_LAYERWISE_PER_LAYER * sum(
+    assert est.breakdown[f"layer Gram matrices (3 x {a} x {a})"] == 8 * wres.WIDE_LAYERWISE_PER_LAYER * sum(
         g.size for g in grams
     )
 
@@ -154,13 +155,13 @@ def test_fifty_million_saves_are_refused(monkeypatch):
 
 def test_wide_nets_that_cannot_fit_are_refused(monkeypatch):
     monkeypatch.setenv("DLNSIM_MEMORY_LIMIT", "256G")  # a large workstation
-    est = res.estimate_wide_run(
+    est = wres.estimate_wide_run(
         (32, 100_000, 100_000, 1), samples=16, outputs=1, fisher="bd", steps=10, test_samples=100
     )
     message = _refusal(est, "dlnsim wide")
     assert "parameters (10003500001)" in message and "--width" in message
     # N C x N C sample-space matrices: 20000 samples of the bd Fisher need (3 x 20000)^2 entries
-    est = res.estimate_wide_run(
+    est = wres.estimate_wide_run(
         (32, 64, 64, 1), samples=20_000, outputs=1, fisher="bd", steps=10, test_samples=100
     )
     assert est.breakdown["coupled layer-wise matrix (60000 x 60000)"] == 8 * 5 * 60_000**2
@@ -227,7 +228,7 @@ def test_ordinary_compare_passes(monkeypatch):
 @pytest.mark.parametrize("fisher", FISHERS)
 def test_ordinary_wide_runs_pass(monkeypatch, fisher):
     monkeypatch.setenv("DLNSIM_MEMORY_LIMIT", "4G")
-    est = res.estimate_wide_run(
+    est = wres.estimate_wide_run(
         (32, 512, 512, 1), samples=16, outputs=1, fisher=fisher, steps=10, test_samples=100
     )
     assert 0 < est.total_bytes < GiB and est.seconds < 60
@@ -329,7 +330,7 @@ def test_bad_linear_input_is_a_one_line_error(kwargs, match):
 def test_bad_wide_input_is_a_one_line_error(kwargs, match):
     base = dict(widths=(32, 64, 1), samples=16, outputs=1, fisher="bd", steps=3, test_samples=10)
     with pytest.raises(ValueError, match=match) as info:
-        res.estimate_wide_run(**{**base, **kwargs})
+        wres.estimate_wide_run(**{**base, **kwargs})
     assert "\n" not in str(info.value)
 
 
