@@ -137,8 +137,10 @@ def _check_task_matches(weights, task: Task) -> None:
 def _observables(rule, task: Task, data: StudentTeacherData | None, ws):
     """Per saved state: loss, mode strengths, conservation drift, parameter speed, data losses.
 
-    States are mapped in chunks of 64: vmapping a block rule's SVDs over all ~600 saved states
-    at once was seen to hang XLA on CPU for some inputs, while chunks evaluate in milliseconds.
+    States are mapped in chunks of 64, which bounds the working memory of the rule's
+    decompositions. (The hang once blamed on vmapping all states at once was jaxlib 0.10's
+    batched-LAPACK deadlock, which chunking did not remove; dlnsim's dependencies exclude those
+    releases: README, "Known problems".)
     """
 
     def one(weights):

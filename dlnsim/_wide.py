@@ -323,8 +323,9 @@ def _as_update(mlp: MLP, ws, bs) -> MLP:
 
 
 def _batched_eigh(m: Array, chunk: int = 64):
-    """eigh of a stack of matrices, mapped in chunks of 64 (one large vmapped decomposition was seen
-    to hang XLA on CPU; see ``dlnsim._simulation``)."""
+    """eigh of a stack of matrices, mapped in chunks of 64 to bound working memory (the hang once
+    blamed on one large vmapped decomposition was jaxlib 0.10's batched-LAPACK deadlock; see
+    README, "Known problems")."""
     if m.ndim == 2 or m.shape[0] <= chunk:
         return jnp.linalg.eigh(m)
     b, k = m.shape[0], m.shape[-1]
