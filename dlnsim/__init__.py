@@ -32,7 +32,7 @@ from ._rules import (
     RuleInfo,
     vector_field,
 )
-from ._runtime import StallWatchdog, jaxlib_deadlock_warning, limit_lapack_threads
+from ._runtime import StallWatchdog, limit_lapack_threads
 from ._simulation import (
     ModeComparison,
     Trajectory,
@@ -86,7 +86,6 @@ __all__ = [
     "correlated_input_cov",
     "imbalance",
     "init_weights_batch",
-    "jaxlib_deadlock_warning",
     "limit_lapack_threads",
     "load_regression_data",
     "loss_gradient",

@@ -41,24 +41,16 @@ def _entry() -> None:
 
 def _configure() -> None:
     """float64, and one LAPACK thread unless OPENBLAS_NUM_THREADS says otherwise (see
-    :func:`dlnsim.limit_lapack_threads`); warns once about a jaxlib that can deadlock."""
+    :func:`dlnsim.limit_lapack_threads`)."""
     import os
 
     import jax
 
-    from ._runtime import jaxlib_deadlock_warning, limit_lapack_threads
+    from ._runtime import limit_lapack_threads
 
     jax.config.update("jax_enable_x64", True)
     if "OPENBLAS_NUM_THREADS" not in os.environ:
         limit_lapack_threads(1)
-    global _WARNED
-    warning = jaxlib_deadlock_warning()
-    if warning and not _WARNED:
-        _WARNED = True
-        typer.echo(f"warning: {warning}", err=True)
-
-
-_WARNED = False
 
 
 def _fail(message: str, code: int = 2):

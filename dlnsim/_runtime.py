@@ -1,4 +1,5 @@
-"""Process-level guards: LAPACK threads, a known jaxlib deadlock, and a stall watchdog.
+"""Process-level guards: LAPACK threads and a stall watchdog (for jaxlib's batched-LAPACK
+deadlock on CPU; README, "Known problems").
 
 Nothing here runs on import; the CLI and the tests call these explicitly.
 """
@@ -12,27 +13,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-
-# jaxlib releases whose CPU LAPACK kernels (SVD, eigh, LU, Cholesky, ...) split a batch into
-# sub-tasks on the XLA thread pool that is running them and block until those finish. When XLA
-# runs as many independent decompositions at once as the pool has threads, every thread waits
-# for sub-tasks that no thread is left to run: a deadlock with no CPU use (issue 12). The path
-# first appears in 0.10.0 and is compiled out of open-source builds from 0.11.1.
-DEADLOCKING_JAXLIB = ("0.10.0", "0.10.1", "0.10.2", "0.11.0")
-
-
-def jaxlib_deadlock_warning() -> str | None:
-    """A one-line warning if the installed jaxlib has the batched-LAPACK deadlock, else None."""
-    try:
-        from jaxlib import version
-    except ImportError:  # pragma: no cover
-        return None
-    if version.__version__ not in DEADLOCKING_JAXLIB:
-        return None
-    return (
-        f"jaxlib {version.__version__} can deadlock on CPU in batched SVD/eigh kernels; "
-        "install a release dlnsim supports: pip install 'jaxlib!=0.10.*,!=0.11.0' 'jax!=0.10.*,!=0.11.0'"
-    )
 
 
 def limit_lapack_threads(threads: int = 1):

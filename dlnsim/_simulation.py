@@ -137,10 +137,11 @@ def _check_task_matches(weights, task: Task) -> None:
 def _observables(rule, task: Task, data: StudentTeacherData | None, ws):
     """Per saved state: loss, mode strengths, conservation drift, parameter speed, data losses.
 
-    States are mapped in chunks of 64, which bounds the working memory of the rule's
-    decompositions. (The hang once blamed on vmapping all states at once was jaxlib 0.10's
-    batched-LAPACK deadlock, which chunking did not remove; dlnsim's dependencies exclude those
-    releases: README, "Known problems".)
+    States are mapped one at a time (``lax.map`` without batching), so that no batched LAPACK
+    decomposition runs inside this parallel loop: jaxlib's CPU kernels (0.9.2 and 0.10.2 both
+    seen) split a batch into sub-tasks on the XLA thread pool that runs them and block on them,
+    and independent batched decompositions running at once then deadlock every pool thread
+    (README, "Known problems"). An unbatched decomposition runs inline.
     """
 
     def one(weights):
@@ -153,7 +154,7 @@ def _observables(rule, task: Task, data: StudentTeacherData | None, ws):
             out["test"] = data.test_loss(w)
         return out
 
-    obs = jax.lax.map(one, ws, batch_size=64)
+    obs = jax.lax.map(one, ws)
     c0 = [c[0] for c in obs["C"]]
     drift = [
         jnp.sqrt(jnp.sum((c - c_init) ** 2, axis=(1, 2))) for c, c_init in zip(obs["C"], c0, strict=True)

@@ -322,17 +322,16 @@ def _as_update(mlp: MLP, ws, bs) -> MLP:
 # linear algebra in sample space
 
 
-def _batched_eigh(m: Array, chunk: int = 64):
-    """eigh of a stack of matrices, mapped in chunks of 64 to bound working memory (the hang once
-    blamed on one large vmapped decomposition was jaxlib 0.10's batched-LAPACK deadlock; see
-    README, "Known problems")."""
-    if m.ndim == 2 or m.shape[0] <= chunk:
+def _batched_eigh(m: Array):
+    """eigh of a stack of matrices, one matrix at a time: a batched LAPACK eigh inside a region
+    XLA runs in parallel can deadlock jaxlib's CPU thread pool (see ``dlnsim._simulation._observables``
+    and README, "Known problems"); an unbatched one runs inline."""
+    if m.ndim == 2:
         return jnp.linalg.eigh(m)
-    b, k = m.shape[0], m.shape[-1]
-    pad = (-b) % chunk
-    mp = jnp.concatenate([m, jnp.broadcast_to(jnp.eye(k, dtype=m.dtype), (pad, k, k))]) if pad else m
-    evals, evecs = jax.lax.map(jnp.linalg.eigh, mp.reshape(-1, chunk, k, k))
-    return evals.reshape(-1, k)[:b], evecs.reshape(-1, k, k)[:b]
+    lead = m.shape[:-2]
+    flat = m.reshape((-1,) + m.shape[-2:])
+    evals, evecs = jax.lax.map(jnp.linalg.eigh, flat)
+    return evals.reshape(lead + evals.shape[-1:]), evecs.reshape(lead + evecs.shape[-2:])
 
 
 def _sym_pinv(m: Array, shift: float = 0.0, rcond: float = _RCOND) -> Array:

@@ -250,7 +250,8 @@ def test_sweep_writes_one_summary_per_seed(tmp_path):
 
 
 def test_sweep_with_a_block_rule(tmp_path):
-    """The case that once hung XLA (vmapped SVDs over all saved states); now mapped in chunks."""
+    """The case that hung XLA in CI (batched SVDs of the saved states); states are now mapped one
+    at a time. The vmapped solve itself still batches the SVDs over the 16 seeds."""
     out = tmp_path / "swb"
     res = invoke(
         "sweep", "--rule", "sqrt-ngd-d", "--seeds", "16", "--task", "teacher", "--width", "8",
