@@ -136,25 +136,13 @@ def build_setup(
     """Builds the task and the initial net (the same for every rule given the same options)."""
     import jax.random as jr
 
-    from ._checks import check_depth, check_widths
     from ._models import DeepLinearNet
+    from ._resources import resolve_widths
     from ._tasks import Task, load_regression_data, random_teacher, student_teacher
 
     key = jr.PRNGKey(_check_seed(seed))
     k_task, k_net = jr.split(key)
-    if widths is not None:
-        try:
-            parsed = tuple(int(w) for w in widths.split(","))
-        except ValueError:
-            raise ValueError(
-                f"--widths must be comma-separated integers like 5,3,2,3,4, got {widths!r}"
-            ) from None
-        net_widths = check_widths(parsed)
-    else:
-        check_depth(depth)
-        if int(width) != width or width < 1:
-            raise ValueError(f"width must be an integer >= 1, got {width!r}")
-        net_widths = (width,) * (depth + 1)
+    net_widths = resolve_widths(depth, width, widths)
     if data is not None:
         base, irreducible = load_regression_data(str(data))
         n_out, n_in = base.teacher.shape

@@ -510,9 +510,9 @@ def _check_depth(depth) -> int:
 
 def resolve_widths(depth: int, width: int, widths: str | Sequence[int] | None) -> tuple[int, ...]:
     """The net's widths from the CLI's ``--depth``/``--width`` or ``--widths 5,3,2,3,4``, as
-    ``dlnsim run`` builds them, without building anything."""
+    ``dlnsim run`` builds them, without building anything. An empty ``--widths`` is refused."""
 
-    if widths:
+    if widths is not None:
         if isinstance(widths, str):
             try:
                 parsed = tuple(int(w) for w in widths.split(","))
