@@ -73,7 +73,7 @@ def _check_seed(seed) -> int:
 
 
 @contextlib.contextmanager
-def _computing(what: str, on_stall=None):
+def _computing(what: str):
     """The stall watchdog (CPU backend only: a GPU run waits on the device with the CPU idle)."""
     import jax
 
@@ -82,7 +82,7 @@ def _computing(what: str, on_stall=None):
     if jax.default_backend() != "cpu":
         yield
         return
-    with StallWatchdog(what, on_stall=on_stall):
+    with StallWatchdog(what):  # on a stall it removes this process's temps and locks
         yield
 
 
@@ -96,11 +96,9 @@ def _claim(ctx: typer.Context, out: Path, overwrite: bool, what: str, needed_byt
         out, overwrite=overwrite, needed_bytes=needed_bytes, command="dlnsim " + " ".join(sys.argv[1:])
     )
     ctx.with_resource(target)
-    if not ctx.meta.get("dlnsim.watchdog"):  # one per command; on a stall it removes temps and locks
-        from ._outputs import remove_temporary
-
+    if not ctx.meta.get("dlnsim.watchdog"):  # one per command
         ctx.meta["dlnsim.watchdog"] = True
-        ctx.with_resource(_computing(what, remove_temporary))
+        ctx.with_resource(_computing(what))
     return target
 
 

@@ -23,6 +23,15 @@ import jax.numpy as jnp
 import lineax as lx
 
 from ._checks import check_integer, check_nonnegative, check_positive, check_rcond
+from ._linalg import (
+    default_rcond,
+    divided_differences,
+    inv,
+    power_and_derivative,
+    psd_function_apply,
+    spectral_power,
+    svd,
+)
 from ._models import Weights, network_map, prefix_products, suffix_products
 from ._tasks import Task
 
@@ -34,57 +43,6 @@ def loss_gradient(weights: Weights, task: Task) -> Weights:
     pre, suf = prefix_products(weights), suffix_products(weights)
     drive = (network_map(weights) - task.teacher) @ task.input_cov
     return tuple(b.T @ drive @ a.T for a, b in zip(pre, suf, strict=True))
-
-
-def spectral_power(evals, *, power: float, damping: float, rcond: float):
-    """f(lambda) = (lambda + damping)^(-power), set to 0 where lambda + damping <= rcond * max(lambda).
-
-    At ``damping = 0`` this is the pseudo-inverse power with a relative rank cutoff.
-    """
-    shifted = evals + damping
-    cutoff = rcond * jnp.max(evals)
-    keep = shifted > cutoff
-    safe = jnp.where(keep, shifted, 1.0)
-    return jnp.where(keep, safe ** (-power), 0.0)
-
-
-def _default_rcond(size: int, dtype) -> float:
-    return 10.0 * size * float(jnp.finfo(dtype).eps)
-
-
-@jax.custom_jvp
-def psd_function_apply(matrix, vector, power, damping, rcond):
-    """f(M) v for symmetric PSD M with f = ``spectral_power``, by eigh.
-
-    The custom JVP uses the Daleckii-Krein divided differences, so derivatives stay finite at
-    repeated eigenvalues (where differentiating eigh itself divides by zero gaps).
-    """
-    evals, evecs = jnp.linalg.eigh(matrix)
-    f = spectral_power(evals, power=power, damping=damping, rcond=rcond)
-    return evecs @ (_columnwise(f, vector) * (evecs.T @ vector))
-
-
-def _columnwise(f, vector):
-    """f shaped to scale the rows of ``vector`` (a vector, or a matrix of column vectors)."""
-    return f if vector.ndim == 1 else f[:, None]
-
-
-@psd_function_apply.defjvp
-def psd_function_apply_jvp(primals, tangents):
-    matrix, vector, power, damping, rcond = primals
-    dmatrix, dvector = tangents[0], tangents[1]
-    evals, evecs = jnp.linalg.eigh(matrix)
-    f = spectral_power(evals, power=power, damping=damping, rcond=rcond)
-    coeffs = evecs.T @ vector
-    out = evecs @ (_columnwise(f, vector) * coeffs)
-    # divided differences f[l_i, l_j]; the derivative f'(l) where eigenvalues (nearly) coincide
-    _, fprime = _power_and_derivative(evals, power, damping, rcond)
-    dd = _divided_differences(
-        evals[:, None], evals[None, :], f[:, None], f[None, :], fprime[:, None], fprime[None, :]
-    )
-    dm = evecs.T @ (0.5 * (dmatrix + dmatrix.T)) @ evecs
-    tangent = evecs @ ((dd * dm) @ coeffs + _columnwise(f, vector) * (evecs.T @ dvector))
-    return out, tangent
 
 
 class AbstractCurvature(eqx.Module):
@@ -117,7 +75,7 @@ class AbstractCurvature(eqx.Module):
         return tuple(factor * d for d in self.precondition(weights, task, power=power, damping=damping))
 
     def _rcond(self, size: int, dtype) -> float:
-        return _default_rcond(size, dtype) if self.rcond is None else self.rcond
+        return default_rcond(size, dtype) if self.rcond is None else self.rcond
 
 
 def _check_power_damping(power, damping) -> tuple[float, float]:
@@ -287,7 +245,7 @@ def _krylov_apply(
     step = (0.8 if double else 1.6) if step is None else step  # quadrature error ~ exp(-2 pi^2 / h)
     # The converged solve does not depend on the basis, only the preconditioner does: holding U, V
     # (and the node placement) fixed keeps derivatives finite at repeated singular values.
-    u, _, vt = jnp.linalg.svd(jax.lax.stop_gradient(whitened_map), full_matrices=True)
+    u, _, vt = svd(jax.lax.stop_gradient(whitened_map), full_matrices=True)
     cb = [b.T @ u for b in suf]  # W_>i^T U, (n_i, n_d)
     ca = [fa @ vt.T for fa in fas]  # W_<i Sigma^(1/2) V, (n_{i-1}, n_0)
     bt = jnp.stack([c.T @ c for c in cb])  # U^T B_i U, (d, n_d, n_d)
@@ -367,7 +325,7 @@ def _fractional_power(gram, solve, rhs, diag, keep, s, damping, h, target):
 
 
 def _balanced_apply(whitened_map, residual, depth, power, damping, rcond, scale=1.0):
-    u, sv, vt = jnp.linalg.svd(whitened_map, full_matrices=True)
+    u, sv, vt = svd(whitened_map, full_matrices=True)
     nd, n0 = whitened_map.shape
     sa = jnp.zeros(nd, sv.dtype).at[: sv.shape[0]].set(sv)
     sb = jnp.zeros(n0, sv.dtype).at[: sv.shape[0]].set(sv)
@@ -485,14 +443,14 @@ def layer_inverse_chains(weights: Weights):
 
     Singular layers give non-finite entries, which :func:`condition_estimate` reports as nan.
     """
-    inv = jnp.linalg.inv(jnp.stack(weights))
+    inverses = inv(jnp.stack(weights))
     eye = jnp.eye(weights[0].shape[0], dtype=weights[0].dtype)
     left = [eye]
     for k in range(len(weights) - 1, 0, -1):
-        left.append(inv[k] @ left[-1])
+        left.append(inverses[k] @ left[-1])
     right = [eye]
     for k in range(len(weights) - 1):
-        right.append(right[-1] @ inv[k])
+        right.append(right[-1] @ inverses[k])
     return left[::-1], right
 
 
@@ -500,7 +458,7 @@ def square_path_conditions(weights: Weights, task: Task, suf, fas):
     """The inverse chains of :func:`layer_inverse_chains` and the estimated condition numbers
     of each W_>i (``suf``) and W_<i Sigma^(1/2) (``fas``), for the block rules' LU path."""
     left, right = layer_inverse_chains(weights)
-    s_inv = jnp.linalg.inv(task.input_cov_sqrt)
+    s_inv = inv(task.input_cov_sqrt)
     cond = condition_estimate(jnp.stack(suf + fas), jnp.stack(left + [s_inv @ ra for ra in right]))
     d = len(weights)
     return left, right, cond[:d], cond[d:]
@@ -550,21 +508,6 @@ def condition_estimate(matrices, inverses):
     return jnp.where(finite, est, jnp.nan)
 
 
-def _divided_differences(mu1, mu2, f1, f2, fprime1, fprime2):
-    """f[mu1, mu2] = (f1 - f2) / (mu1 - mu2), or the mean derivative where mu1 and mu2 (nearly) meet."""
-    diff = mu1 - mu2
-    scale = jnp.maximum(jnp.maximum(jnp.abs(mu1), jnp.abs(mu2)), jnp.finfo(diff.dtype).tiny)
-    close = jnp.abs(diff) <= 1e-9 * scale
-    return jnp.where(close, 0.5 * (fprime1 + fprime2), (f1 - f2) / jnp.where(close, 1.0, diff))
-
-
-def _power_and_derivative(mu, power, damping, rcond):
-    f = spectral_power(mu, power=power, damping=damping, rcond=rcond)
-    keep = f != 0
-    safe = jnp.where(keep, mu + damping, 1.0)
-    return f, jnp.where(keep, -power * safe ** (-power - 1.0), 0.0)
-
-
 @functools.partial(jax.custom_jvp, nondiff_argnums=(3, 4, 5, 6))
 def _kron_block_apply(b, fa, residual, power, damping, rcond, scale):
     """(scale G_b (x) G_a + damping)^(-power) J_i^T r for one layer block of H+.
@@ -575,8 +518,8 @@ def _kron_block_apply(b, fa, residual, power, damping, rcond, scale):
     V_b [S_b S_a f(scale S_b^2 S_a^2) o (U_b^T r V_a)] U_a^T. The custom JVP is the Daleckii-Krein
     formula for a function of a Kronecker product, finite at repeated singular values.
     """
-    ub, sb, vbt = jnp.linalg.svd(b, full_matrices=False)
-    ua, sa, vat = jnp.linalg.svd(fa, full_matrices=False)
+    ub, sb, vbt = svd(b, full_matrices=False)
+    ua, sa, vat = svd(fa, full_matrices=False)
     evals = scale * (sb**2)[:, None] * (sa**2)[None, :]
     f = spectral_power(evals, power=power, damping=damping, rcond=rcond)
     core = sb[:, None] * sa[None, :] * f * (ub.T @ residual @ vat.T)
@@ -588,24 +531,24 @@ def _kron_block_apply_jvp(power, damping, rcond, scale, primals, tangents):
     b, fa, residual = primals
     db, dfa, dres = tangents
     out = _kron_block_apply(b, fa, residual, power, damping, rcond, scale)
-    _, sb, vbt = jnp.linalg.svd(b, full_matrices=True)
-    ua, sa, _ = jnp.linalg.svd(fa, full_matrices=True)
+    _, sb, vbt = svd(b, full_matrices=True)
+    ua, sa, _ = svd(fa, full_matrices=True)
     vb = vbt.T  # eigenvectors of G_b (n_i x n_i); eigenvalues sb^2 padded with zeros
     beta = jnp.zeros(b.shape[1], sb.dtype).at[: sb.shape[0]].set(sb**2)
     alpha = jnp.zeros(fa.shape[0], sa.dtype).at[: sa.shape[0]].set(sa**2)
     mu = scale * beta[:, None] * alpha[None, :]
-    f, fprime = _power_and_derivative(mu, power, damping, rcond)
+    f, fprime = power_and_derivative(mu, power, damping, rcond)
     g = b.T @ residual @ fa.T
     dg = db.T @ residual @ fa.T + b.T @ dres @ fa.T + b.T @ residual @ dfa.T
     e_b = vb.T @ (db.T @ b + b.T @ db) @ vb
     e_a = ua.T @ (dfa @ fa.T + fa @ dfa.T) @ ua
     x = vb.T @ g @ ua
     # d f(mu)_kl along G_b: sum_m f[mu_kl, mu_ml] scale (E_b)_km alpha_l x_ml
-    dd_b = _divided_differences(mu[:, None, :], mu[None, :, :], f[:, None, :], f[None, :, :],
+    dd_b = divided_differences(mu[:, None, :], mu[None, :, :], f[:, None, :], f[None, :, :],
                                 fprime[:, None, :], fprime[None, :, :])  # fmt: skip  # (k, m, l)
     t_b = scale * alpha[None, :] * jnp.einsum("kml,km,ml->kl", dd_b, e_b, x)
     # along G_a: sum_n f[mu_kl, mu_kn] scale beta_k (E_a)_ln x_kn
-    dd_a = _divided_differences(mu[:, :, None], mu[:, None, :], f[:, :, None], f[:, None, :],
+    dd_a = divided_differences(mu[:, :, None], mu[:, None, :], f[:, :, None], f[:, None, :],
                                 fprime[:, :, None], fprime[:, None, :])  # fmt: skip  # (k, l, n)
     t_a = scale * beta[:, None] * jnp.einsum("kln,ln,kn->kl", dd_a, e_a, x)
     tangent = vb @ (f * (vb.T @ dg @ ua) + t_b + t_a) @ ua.T

@@ -11,6 +11,7 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ._checks import as_real_array, check_key, check_positive, check_widths
+from ._linalg import qr, svd
 
 Weights = tuple[Float[Array, "n_out n_in"], ...]
 
@@ -55,7 +56,7 @@ def conserved_quantities(weights: Weights) -> list[Array]:
 def _semi_orthogonal(key: PRNGKeyArray, rows: int, cols: int, dtype) -> Array:
     """A ``rows x cols`` matrix with orthonormal columns (rows >= cols), Haar distributed."""
     g = jr.normal(key, (rows, cols), dtype=dtype)
-    q, r = jnp.linalg.qr(g)
+    q, r = qr(g)
     return q * jnp.sign(jnp.diagonal(r))
 
 
@@ -140,7 +141,7 @@ class DeepLinearNet(eqx.Module):
             ws = []
             for k, (n_in, n_out) in zip(keys, zip(widths[:-1], widths[1:], strict=True), strict=False):
                 g = jr.normal(k, (n_out, n_in), dtype=dtype)
-                ws.append(scale * g / jnp.linalg.norm(g, ord=2))
+                ws.append(scale * g / jnp.max(svd(g, compute_uv=False)))
         elif init == "orthogonal":
             ws = [
                 scale * _orthogonal(k, n_out, n_in, dtype)
@@ -255,7 +256,7 @@ def _aligned_weights(keys, widths, teacher, singular_values, input_cov, dtype) -
         )
     as_real_array("teacher", teacher)
     modes = min(widths)
-    u, _, vt = jnp.linalg.svd(teacher, full_matrices=True)
+    u, _, vt = svd(teacher, full_matrices=True)
     left = u[:, :modes]
     right = vt.T[:, :modes]
     if input_cov is not None:

@@ -37,8 +37,31 @@ from pathlib import Path
 MANIFEST = ".dlnsim-output.json"
 _LOCK_SUFFIX = ".dlnsim-lock"
 
-# Paths this process would leave behind if it stopped now (see terminate_on_signals).
-_TEMPORARY: set[Path] = set()
+
+class _Temporaries:
+    """The paths this process would leave behind if it stopped now (see terminate_on_signals),
+    with listeners told of each change (the stall watchdog's monitor process keeps a copy)."""
+
+    def __init__(self):
+        self._paths: set[Path] = set()
+        self.listeners: list = []
+
+    def add(self, path: Path) -> None:
+        self._paths.add(path)
+        for listener in self.listeners:
+            listener("+", path)
+
+    def discard(self, path: Path) -> None:
+        if path in self._paths:
+            self._paths.discard(path)
+            for listener in self.listeners:
+                listener("-", path)
+
+    def __iter__(self):
+        return iter(list(self._paths))
+
+
+_TEMPORARY = _Temporaries()
 
 
 class OutputError(ValueError):

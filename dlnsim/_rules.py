@@ -27,9 +27,9 @@ from ._curvature import (
     choose,
     condition_estimate,
     loss_gradient,
-    psd_function_apply,
     square_path_conditions,
 )
+from ._linalg import inv, psd_function_apply
 from ._models import Weights, check_weights, network_map, prefix_products, suffix_products
 from ._tasks import Task
 
@@ -164,11 +164,7 @@ class BernacchiaFlow(eqx.Module):
                 f"output_cov must be ({nd}, {nd}) to match the net's output width {nd}, "
                 f"got {tuple(self.output_cov.shape)}"
             )
-        precision = (
-            jnp.eye(nd, dtype=task.teacher.dtype)
-            if self.output_cov is None
-            else jnp.linalg.inv(self.output_cov)
-        )
+        precision = jnp.eye(nd, dtype=task.teacher.dtype) if self.output_cov is None else inv(self.output_cov)
         delta = network_map(weights) - task.teacher
         shift = math.sqrt(self.damping)
         d = len(weights)

@@ -6,13 +6,17 @@ Nothing here runs on import; the CLI and the tests call these explicitly.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import faulthandler
 import os
+import signal
+import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from pathlib import Path
 
 
 def limit_lapack_threads(threads: int = 1):
@@ -42,17 +46,45 @@ def _cpu_seconds() -> float:
 
 
 STALL_EXIT_CODE = 3
+_MONITOR = Path(__file__).with_name("_stall_monitor.py")
+
+
+def _monitor_available() -> bool:
+    """The out-of-process monitor needs /proc (Linux) and SIGQUIT == 3, the stall exit code."""
+    return os.path.exists(f"/proc/{os.getpid()}/stat") and int(signal.SIGQUIT) == STALL_EXIT_CODE
+
+
+def _exit_on_sigquit():
+    """Makes SIGQUIT end the process at once through libc's ``_exit(SIGQUIT)``, i.e. exit code 3,
+    without the GIL (a Python-level handler would wait for it). Returns the previous handler."""
+    libc = ctypes.CDLL(None)
+    libc.signal.restype = ctypes.c_void_p
+    libc.signal.argtypes = [ctypes.c_int, ctypes.c_void_p]
+    return libc.signal(int(signal.SIGQUIT), ctypes.cast(libc._exit, ctypes.c_void_p).value)
+
+
+def _restore_sigquit(previous) -> None:
+    libc = ctypes.CDLL(None)
+    libc.signal.restype = ctypes.c_void_p
+    libc.signal.argtypes = [ctypes.c_int, ctypes.c_void_p]
+    libc.signal(int(signal.SIGQUIT), previous)
 
 
 class StallWatchdog:
     """Reports a process that has stopped using the CPU while it should be computing.
 
     A deadlocked XLA program (every thread waiting on a futex) uses no CPU at all, while a
-    slow one uses it all the time. A daemon thread samples the process's CPU time (all
-    threads) every ``poll`` seconds; when it has not grown by ``min_cpu`` seconds for
-    ``stall_seconds``, the watchdog writes one line to stderr, the Python stacks of every
-    thread to a file it names, calls ``on_stall`` (cleanup), and ends the process with exit
-    code 3, since a deadlocked main thread cannot be interrupted.
+    slow one uses it all the time. When the process's CPU time (all threads) has not grown by
+    ``min_cpu`` seconds for ``stall_seconds``, the watchdog writes one line to stderr and every
+    thread's Python stack to a file it names, removes this process's unfinished outputs and
+    lock files (:func:`dlnsim.claim_output`), and ends the process with exit code 3.
+
+    On Linux the watching is done by a small monitor process (``dlnsim/_stall_monitor.py``,
+    standard library only) and every step of the report works without the GIL: the stacks are
+    written by :mod:`faulthandler` on SIGUSR1 and the exit is libc's ``_exit`` on SIGQUIT, so a
+    main thread blocked inside a compiled call while holding the GIL is caught too. While the
+    watchdog is active, SIGUSR1 dumps the stacks and SIGQUIT (Ctrl-\\) ends the process with code
+    3. Elsewhere a Python thread does the watching, which a GIL held by a blocked call defeats.
 
     Only meaningful when the computation runs on the CPU (a GPU run waits on the device with
     the CPU idle): the CLI enables it on the CPU backend only.
@@ -63,7 +95,8 @@ class StallWatchdog:
             environment variable ``DLNSIM_STALL_SECONDS`` (default 120; 0 disables the watchdog).
         poll: sampling interval in seconds.
         min_cpu: CPU seconds per window below which nothing is deemed to run.
-        on_stall: called before the process exits (for example, to release a lock).
+        in_process: watch from a thread of this process instead of a monitor process (the
+            default, ``None``, uses the monitor where it is available).
     """
 
     def __init__(
@@ -73,7 +106,7 @@ class StallWatchdog:
         stall_seconds: float | None = None,
         poll: float = 1.0,
         min_cpu: float = 0.01,
-        on_stall: Callable[[], None] | None = None,
+        in_process: bool | None = None,
     ):
         if stall_seconds is None:
             raw = os.environ.get("DLNSIM_STALL_SECONDS", "120")
@@ -87,9 +120,12 @@ class StallWatchdog:
         self.stall_seconds = float(stall_seconds)
         self.poll = min(float(poll), max(self.stall_seconds / 4, 0.05))
         self.min_cpu = float(min_cpu)
-        self.on_stall = on_stall
+        self.in_process = (not _monitor_available()) if in_process is None else bool(in_process)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._monitor: subprocess.Popen | None = None
+
+    # -- in-process thread (fallback) ------------------------------------------------------
 
     def _watch(self) -> None:
         last_cpu, last_progress = _cpu_seconds(), time.monotonic()
@@ -101,6 +137,8 @@ class StallWatchdog:
                 self._report(now - last_progress)
 
     def _report(self, idle: float) -> None:
+        from ._outputs import remove_temporary
+
         fd, path = tempfile.mkstemp(prefix=f"dlnsim-stall-{os.getpid()}-", suffix=".txt")
         with os.fdopen(fd, "w") as f:
             faulthandler.dump_traceback(file=f, all_threads=True)
@@ -110,20 +148,77 @@ class StallWatchdog:
             "See README, 'Known problems'.\n"
         )
         sys.stderr.flush()
-        if self.on_stall is not None:
-            try:
-                self.on_stall()
-            except Exception:  # noqa: BLE001, S110  (best effort before exiting)
-                pass
+        try:
+            remove_temporary()
+        except Exception:  # noqa: BLE001, S110  (best effort before exiting)
+            pass
         os._exit(STALL_EXIT_CODE)
+
+    # -- monitor process ---------------------------------------------------------------------
+
+    def _start_monitor(self) -> None:
+        from ._outputs import _TEMPORARY
+
+        fd, path = tempfile.mkstemp(prefix=f"dlnsim-stall-{os.getpid()}-", suffix=".txt")
+        self._stacks_path = path
+        self._stacks = os.fdopen(fd, "w")
+        faulthandler.register(signal.SIGUSR1, file=self._stacks, all_threads=True, chain=False)
+        self._previous_sigquit = _exit_on_sigquit()
+        self._monitor = subprocess.Popen(
+            [
+                sys.executable,
+                "-I",
+                str(_MONITOR),
+                str(os.getpid()),
+                repr(self.stall_seconds),
+                repr(self.poll),
+                repr(self.min_cpu),
+                self.what,
+                path,
+            ],  # fmt: skip
+            stdin=subprocess.PIPE,
+            start_new_session=True,  # the terminal's Ctrl-C goes to this process only
+        )
+        self._registry = _TEMPORARY
+        for p in _TEMPORARY:
+            self._tell("+", p)
+        _TEMPORARY.listeners.append(self._tell)
+
+    def _tell(self, sign: str, path) -> None:
+        try:
+            self._monitor.stdin.write(sign.encode() + os.fsencode(os.path.abspath(path)) + b"\n")
+            self._monitor.stdin.flush()
+        except (OSError, ValueError):
+            pass  # the monitor is gone; nothing to keep in step
+
+    def _stop_monitor(self) -> None:
+        with contextlib.suppress(ValueError):
+            self._registry.listeners.remove(self._tell)
+        with contextlib.suppress(OSError):
+            self._monitor.stdin.close()
+        try:
+            self._monitor.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._monitor.kill()
+            self._monitor.wait()
+        faulthandler.unregister(signal.SIGUSR1)
+        _restore_sigquit(self._previous_sigquit)
+        self._stacks.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self._stacks_path)
 
     def __enter__(self) -> StallWatchdog:
         if self.stall_seconds > 0:
-            self._thread = threading.Thread(target=self._watch, name="dlnsim-watchdog", daemon=True)
-            self._thread.start()
+            if self.in_process:
+                self._thread = threading.Thread(target=self._watch, name="dlnsim-watchdog", daemon=True)
+                self._thread.start()
+            else:
+                self._start_monitor()
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+        if self._monitor is not None:
+            self._stop_monitor()

@@ -21,10 +21,11 @@ from ._checks import (
     check_positive,
     check_real,
 )
+from ._linalg import default_rcond, eigh, psd_function_apply, qr, svd
 
 
 def _psd_sqrt(cov: Array) -> Array:
-    evals, evecs = jnp.linalg.eigh(cov)
+    evals, evecs = eigh(cov)
     return (evecs * jnp.sqrt(jnp.clip(evals, 0.0))) @ evecs.T
 
 
@@ -77,7 +78,7 @@ class Task(eqx.Module):
 
     def mode_basis(self) -> tuple[Array, Array, Array]:
         """SVD ``(U, s, V)`` of the input-output correlation Sigma_yx = W* Sigma_x (Huh 2020, Fig. 3D)."""
-        u, s, vt = jnp.linalg.svd(self.teacher @ self.input_cov, full_matrices=False)
+        u, s, vt = svd(self.teacher @ self.input_cov, full_matrices=False)
         return u, s, vt.T
 
     def mode_strengths(self, W: Float[Array, "... n_out n_in"]) -> Float[Array, "... modes"]:
@@ -113,8 +114,8 @@ def random_teacher(
         raise ValueError(f"rank={rank} disagrees with the {spectrum.shape[0]} values in spectrum")
     ku, kv = jr.split(key)
     r = spectrum.shape[0]
-    u, _ = jnp.linalg.qr(jr.normal(ku, (n_out, r), dtype=spectrum.dtype))
-    v, _ = jnp.linalg.qr(jr.normal(kv, (n_in, r), dtype=spectrum.dtype))
+    u, _ = qr(jr.normal(ku, (n_out, r), dtype=spectrum.dtype))
+    v, _ = qr(jr.normal(kv, (n_in, r), dtype=spectrum.dtype))
     return (u * spectrum) @ v.T
 
 
@@ -127,7 +128,7 @@ def correlated_input_cov(key: PRNGKeyArray, n_in: int, *, decay: float = 5.0) ->
     n_in = check_integer("n_in", n_in)
     decay = check_real("decay", decay)
     dtype = jnp.result_type(float)
-    q, _ = jnp.linalg.qr(jr.normal(key, (n_in, n_in), dtype=dtype))
+    q, _ = qr(jr.normal(key, (n_in, n_in), dtype=dtype))
     evals = jnp.exp(-decay * jnp.arange(n_in, dtype=dtype) / n_in)
     return (q * evals) @ q.T
 
@@ -163,7 +164,9 @@ def _empirical_task(x: Array, y: Array) -> tuple[Task, Array]:
     the irreducible constant, so that 1/2 mean ||y - W x||^2 = task.loss(W) + constant."""
     p = x.shape[0]
     sxx = x.T @ x / p
-    w_ls = (y.T @ x / p) @ jnp.linalg.pinv(sxx, hermitian=True)
+    w_ls = (y.T @ x / p) @ psd_function_apply(
+        sxx, jnp.eye(sxx.shape[0], dtype=sxx.dtype), 1.0, 0.0, default_rcond(sxx.shape[0], sxx.dtype)
+    )
     irreducible = 0.5 * jnp.mean(jnp.sum((y - x @ w_ls.T) ** 2, axis=-1))
     return Task(w_ls, 0.5 * (sxx + sxx.T)), irreducible
 
@@ -192,7 +195,7 @@ def student_teacher(
     test_samples = check_integer("test_samples", test_samples)
     kt, kx, kz, kxt, kzt = jr.split(key, 5)
     teacher = random_teacher(kt, width, width, rank=rank, spectrum=spectrum)
-    s = jnp.linalg.svd(teacher, compute_uv=False)
+    s = svd(teacher, compute_uv=False)
     s = s[s > 1e-12 * s[0]]
     noise_std = float(jnp.sqrt(jnp.mean(s**2))) / snr
     dtype = teacher.dtype

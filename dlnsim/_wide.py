@@ -40,6 +40,7 @@ from ._checks import (
     check_real,
     check_widths,
 )
+from ._linalg import eigh, inv
 from ._tasks import read_xy_npz
 
 ACTIVATIONS = ("relu", "tanh", "erf", "shifted-relu", "identity")
@@ -322,22 +323,10 @@ def _as_update(mlp: MLP, ws, bs) -> MLP:
 # linear algebra in sample space
 
 
-def _batched_eigh(m: Array):
-    """eigh of a stack of matrices, one matrix at a time: a batched LAPACK eigh inside a region
-    XLA runs in parallel can deadlock jaxlib's CPU thread pool (see ``dlnsim._simulation._observables``
-    and README, "Known problems"); an unbatched one runs inline."""
-    if m.ndim == 2:
-        return jnp.linalg.eigh(m)
-    lead = m.shape[:-2]
-    flat = m.reshape((-1,) + m.shape[-2:])
-    evals, evecs = jax.lax.map(jnp.linalg.eigh, flat)
-    return evals.reshape(lead + evals.shape[-1:]), evecs.reshape(lead + evecs.shape[-2:])
-
-
 def _sym_pinv(m: Array, shift: float = 0.0, rcond: float = _RCOND) -> Array:
     """(m + shift I)^+ for a symmetric (batched) m via eigh; with shift > 0 a plain inverse."""
     m = 0.5 * (m + jnp.swapaxes(m, -1, -2))
-    evals, evecs = _batched_eigh(m)
+    evals, evecs = eigh(m)
     evals = evals + shift
     top = jnp.max(jnp.abs(evals), axis=-1, keepdims=True)
     keep = jnp.abs(evals) > rcond * top
@@ -453,7 +442,7 @@ def _layerwise_operator(grams, sigma: np.ndarray, metric: Array | None, n: int, 
     nc = grams[0].shape[0]
     zs, zinv = [], []
     for k in grams:
-        evals, evecs = jnp.linalg.eigh(0.5 * (k + k.T))
+        evals, evecs = eigh(0.5 * (k + k.T))
         keep = evals > _RCOND * jnp.max(evals)
         root = jnp.where(keep, jnp.sqrt(jnp.where(keep, evals, 1.0)), 0.0)
         zs.append(evecs * root)
@@ -462,7 +451,7 @@ def _layerwise_operator(grams, sigma: np.ndarray, metric: Array | None, n: int, 
     sig = jnp.asarray(sigma, dtype=grams[0].dtype)
     big = jnp.block([[sig[a, b] * zs[a].T @ lam @ zs[b] for b in range(L)] for a in range(L)])
     if damping > 0:
-        ginv = jnp.linalg.solve(big + n * damping * jnp.eye(big.shape[0]), jnp.eye(big.shape[0]))
+        ginv = inv(big + n * damping * jnp.eye(big.shape[0]))
     else:
         ginv = _general_pinv(big)
     rhs = jnp.concatenate([z.T for z in zs], axis=0)  # Z^T (1 x I): (L*NC, NC)
@@ -473,7 +462,7 @@ def _layerwise_operator(grams, sigma: np.ndarray, metric: Array | None, n: int, 
 def _general_pinv(m: Array) -> Array:
     """Moore-Penrose pseudo-inverse of a symmetric, possibly indefinite, matrix."""
     m = 0.5 * (m + m.T)
-    evals, evecs = jnp.linalg.eigh(m)
+    evals, evecs = eigh(m)
     keep = jnp.abs(evals) > _RCOND * jnp.max(jnp.abs(evals))
     inv = jnp.where(keep, 1.0 / jnp.where(keep, evals, 1.0), 0.0)
     return (evecs * inv) @ evecs.T

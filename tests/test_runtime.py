@@ -3,6 +3,7 @@
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -49,38 +50,72 @@ def test_batched_decompositions_in_a_parallel_loop_do_not_deadlock():
 
 STALLING_CHILD = textwrap.dedent(
     """
-    import sys, time
+    import ctypes, sys, time
     from pathlib import Path
-    from dlnsim import StallWatchdog
-    marker = Path(sys.argv[1])
-    cleanup = lambda: marker.write_text("cleaned")
-    with StallWatchdog("a sleeping test", stall_seconds=1.0, poll=0.1, on_stall=cleanup):
-        time.sleep(60)  # no CPU, like a deadlocked XLA program
+    from dlnsim import StallWatchdog, claim_output
+    out, how, in_process = Path(sys.argv[1]), sys.argv[2], sys.argv[3] == "thread"
+    target = claim_output(out)
+    with StallWatchdog("a sleeping test", stall_seconds=1.0, poll=0.1, in_process=in_process):
+        with target.writing() as tmp:
+            (tmp / "partial.txt").write_text("unfinished")
+            if how == "sleep":
+                time.sleep(60)  # no CPU, like a deadlocked XLA program
+            else:
+                libc = ctypes.PyDLL(None)  # no CPU and the GIL held, like a blocked jitted call
+                for _ in range(60):
+                    libc.sleep(60)  # (a signal cuts a libc sleep short; a futex wait resumes)
     print("not reached")
     """
 )
 
 
-def test_watchdog_reports_a_process_that_uses_no_cpu(tmp_path):
-    marker = tmp_path / "cleanup"
+@pytest.mark.parametrize(
+    "how, in_process",
+    [("sleep", False), ("gil-held", False), ("sleep", True)],
+    ids=["monitor", "gil", "thread"],
+)
+def test_watchdog_reports_a_process_that_uses_no_cpu(tmp_path, how, in_process):
+    """A stalled process ends with exit code 3, one line, a stacks file, and no unfinished
+    output or lock left behind; the monitor process catches a stall that holds the GIL."""
+    out = tmp_path / "result"
     proc = subprocess.run(
-        [sys.executable, "-c", STALLING_CHILD, str(marker)], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", STALLING_CHILD, str(out), how, "thread" if in_process else "monitor"],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
-    assert proc.returncode == STALL_EXIT_CODE
+    assert proc.returncode == STALL_EXIT_CODE, proc.stderr[-2000:]
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "a sleeping test used no CPU" in lines[0] and "looks deadlocked" in lines[0]
-    stacks = lines[0].split("Thread stacks: ")[1].split(".txt")[0] + ".txt"
-    assert "time.sleep" in open(stacks).read() or "<string>" in open(stacks).read()
-    assert marker.read_text() == "cleaned"
+    stacks = open(lines[0].split("Thread stacks: ")[1].split(".txt")[0] + ".txt").read()
+    assert "<string>" in stacks  # the child's script, in the main thread's stack
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], "unfinished output or lock left behind"
     assert "not reached" not in proc.stdout
 
 
 def test_watchdog_stays_quiet_while_the_cpu_works():
-    with StallWatchdog("busy", stall_seconds=0.5, poll=0.05) as dog:
-        total = 0
-        for i in range(3_000_000):  # about a second of pure-Python work
-            total += i
-    assert dog._thread is not None and not dog._thread.is_alive()
+    for in_process in (True, False):
+        with StallWatchdog("busy", stall_seconds=0.5, poll=0.05, in_process=in_process) as dog:
+            total = 0
+            for i in range(3_000_000):  # about a second of pure-Python work
+                total += i
+        if in_process:
+            assert dog._thread is not None and not dog._thread.is_alive()
+        else:
+            assert dog._monitor is not None and dog._monitor.returncode == 0
+
+
+def test_monitor_leaves_the_process_as_it_found_it():
+    import faulthandler
+    import signal
+
+    before = signal.getsignal(signal.SIGQUIT)
+    with StallWatchdog("x", stall_seconds=30) as dog:
+        assert dog._monitor is not None and dog._monitor.poll() is None
+    assert dog._monitor.returncode == 0
+    assert signal.getsignal(signal.SIGQUIT) == before
+    assert not faulthandler.unregister(signal.SIGUSR1)  # nothing left registered
+    assert not Path(dog._stacks_path).exists()
 
 
 @pytest.mark.parametrize("bad", [-1.0, float("nan")])
@@ -93,7 +128,7 @@ def test_watchdog_disabled_by_zero(monkeypatch):
     monkeypatch.setenv("DLNSIM_STALL_SECONDS", "0")
     with StallWatchdog("x") as dog:
         pass
-    assert dog._thread is None
+    assert dog._thread is None and dog._monitor is None
     monkeypatch.setenv("DLNSIM_STALL_SECONDS", "soon")
     with pytest.raises(ValueError, match="DLNSIM_STALL_SECONDS"):
         StallWatchdog("x")
