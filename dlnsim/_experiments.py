@@ -9,11 +9,12 @@ with the paper or its theory as a :class:`Check`. :func:`reproduce` runs one and
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import math
 import platform
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -107,16 +108,61 @@ class Experiment:
         return f"{self.id}  {self.title}  [{self.source}]"
 
 
-EXPERIMENTS: dict[str, Experiment] = {}
+# The modules that register the built-in reproductions (one per source paper).
+_BUILT_IN = ("dlnsim._repro_curvature", "dlnsim._repro_exactng", "dlnsim._repro_fisher")
+
+
+class _Registry(MutableMapping[str, Experiment]):
+    """The id -> :class:`Experiment` registry. The built-in reproductions are imported on first
+    use, so that ``import dlnsim`` loads none of them (nor what they import)."""
+
+    def __init__(self):
+        self._entries: dict[str, Experiment] = {}
+        self._loaded = False
+
+    def _load(self) -> None:
+        if not self._loaded:
+            self._loaded = True
+            for name in _BUILT_IN:
+                importlib.import_module(name)
+
+    def add(self, exp: Experiment) -> None:
+        if exp.id in self._entries:
+            raise ValueError(f"reproduction id {exp.id!r} is registered twice")
+        self._entries[exp.id] = exp
+
+    def __getitem__(self, id: str) -> Experiment:
+        self._load()
+        return self._entries[id]
+
+    def __setitem__(self, id: str, exp: Experiment) -> None:
+        self._load()
+        self._entries[id] = exp
+
+    def __delitem__(self, id: str) -> None:
+        self._load()
+        del self._entries[id]
+
+    def __iter__(self):
+        self._load()
+        return iter(list(self._entries))
+
+    def __len__(self) -> int:
+        self._load()
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"EXPERIMENTS({', '.join(self)})"
+
+
+EXPERIMENTS = _Registry()
 
 
 def register(id: str, *, title: str, source: str):
     """Decorator: registers ``run(*, fast: bool, seed: int) -> Reproduction`` under ``id``."""
 
     def decorate(run: Callable[..., Reproduction]) -> Callable[..., Reproduction]:
-        if id in EXPERIMENTS:
-            raise ValueError(f"reproduction id {id!r} is registered twice")
-        EXPERIMENTS[id] = Experiment(id, title, source, run)
+        EXPERIMENTS.add(Experiment(id, title, source, run))
         return run
 
     return decorate

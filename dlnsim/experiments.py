@@ -2,9 +2,9 @@
 
 ``EXPERIMENTS`` maps each id to its :class:`Experiment`; :func:`reproduce` runs one and writes its
 figure, ``metrics.json`` (the list of :class:`Check` results) and the arrays behind the figure.
+The built-in reproductions are loaded on first use of ``EXPERIMENTS``.
 """
 
-from . import _repro_curvature, _repro_exactng, _repro_fisher  # noqa: F401  (they register their figures)
 from ._experiments import (
     EXPERIMENTS,
     Check,

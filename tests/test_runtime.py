@@ -139,12 +139,13 @@ def test_importing_dlnsim_changes_no_process_state():
         [
             sys.executable,
             "-c",
-            "import signal, jax, dlnsim; print(jax.config.jax_enable_x64, "
-            "signal.getsignal(signal.SIGTERM) is signal.SIG_DFL)",
+            "import signal, sys, jax, dlnsim; print(jax.config.jax_enable_x64, "
+            "signal.getsignal(signal.SIGTERM) is signal.SIG_DFL, "
+            "sorted(m for m in sys.modules if m.startswith(('matplotlib', 'dlnsim._repro'))))",
         ],
         capture_output=True,
         text=True,
         check=True,
-    ).stdout.split()
-    assert out == ["False", "True"]
+    ).stdout.split(maxsplit=2)
+    assert out == ["False", "True", "[]\n"]  # no float64 switch, no handlers, no plotting or reproductions
     assert dlnsim.StallWatchdog is StallWatchdog
