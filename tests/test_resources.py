@@ -8,6 +8,7 @@ import jax.random as jr
 import pytest
 
 import dlnsim
+from dlnsim import _budget as budget
 from dlnsim import _resources as res
 from dlnsim import _resources_wide as wres
 from dlnsim._curvature import GaussNewton
@@ -284,9 +285,9 @@ def test_cgroup_v2_limit_caps_available_memory(monkeypatch, tmp_path):
     _write(tmp_path / "memory.max", "1000000\n")
     _write(tmp_path / "memory.current", "500000\n")
     _write(tmp_path / "memory.stat", "anon 300000\ninactive_file 100000\n")
-    monkeypatch.setattr(res, "_cgroup_dirs", lambda: [("v2", str(tmp_path))])
-    assert res.cgroup_headroom() == 1_000_000 - (500_000 - 100_000)
-    assert res.available_memory() == 600_000
+    monkeypatch.setattr(budget, "_cgroup_dirs", lambda: [("v2", str(tmp_path))])
+    assert budget.cgroup_headroom() == 1_000_000 - (500_000 - 100_000)
+    assert budget.available_memory() == 600_000
 
 
 def test_cgroup_without_limit_is_ignored(monkeypatch, tmp_path):
@@ -296,8 +297,8 @@ def test_cgroup_without_limit_is_ignored(monkeypatch, tmp_path):
     _write(v2 / "memory.max", "max\n")
     _write(v1 / "memory.limit_in_bytes", "9223372036854771712\n")
     _write(v1 / "memory.usage_in_bytes", "123\n")
-    monkeypatch.setattr(res, "_cgroup_dirs", lambda: [("v2", str(v2)), ("v1", str(v1))])
-    assert res.cgroup_headroom() is None
+    monkeypatch.setattr(budget, "_cgroup_dirs", lambda: [("v2", str(v2)), ("v1", str(v1))])
+    assert budget.cgroup_headroom() is None
 
 
 # ------------------------------------------------------------------------------------------------
