@@ -6,7 +6,7 @@ import os
 # numpy loads; the console script sets the same limit at its entry.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from dlnsim._cli import main  # noqa: E402
+from dlnsim.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     main()

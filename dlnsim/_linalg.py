@@ -3,7 +3,7 @@
 **Decompositions one matrix at a time.** jaxlib's CPU LAPACK kernels split a *batch* of
 matrices into sub-tasks on the XLA thread pool that runs the kernel and then block on them;
 when XLA runs as many independent batched decompositions at once as the pool has threads,
-every thread waits and the process deadlocks (README, "Known problems"). An *unbatched*
+every thread waits and the process deadlocks (docs/known-problems.md). An *unbatched*
 decomposition runs inline. :func:`eigh`, :func:`svd`, :func:`inv` and :func:`qr` therefore
 decompose a stack of matrices, or a ``vmap`` batch (through
 :func:`jax.custom_batching.sequential_vmap`), in a loop of single-matrix calls. Their

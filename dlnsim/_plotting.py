@@ -1,21 +1,22 @@
-"""Plots of trajectories: loss curves and per-mode map strengths (matplotlib, Agg backend)."""
+"""Plots of trajectories: loss curves and per-mode map strengths.
+
+Each plot builds an explicit :class:`matplotlib.figure.Figure` (no pyplot state, no backend
+switch): saving renders it with Agg whatever backend the caller has chosen.
+"""
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 
 import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import textwrap  # noqa: E402
+from ._analytic import ModeVectorField
+from ._simulation import ModeComparison, Trajectory, TrajectoryBatch
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from ._analytic import ModeVectorField  # noqa: E402
-from ._simulation import ModeComparison, Trajectory, TrajectoryBatch  # noqa: E402
-
-_COLORS = plt.get_cmap("tab10").colors
+_COLORS = matplotlib.colormaps["tab10"].colors
 
 
 def _positive_time(tr: Trajectory):
@@ -55,13 +56,13 @@ def draw_loss(ax_train, ax_test, trajectories: Sequence[Trajectory]) -> None:
 def plot_loss(trajectories: Sequence[Trajectory], path: str, *, title: str | None = None) -> None:
     """Task loss (and train/test loss where the task has data) against time, log-log axes."""
     has_test = any(tr.test_loss is not None for tr in trajectories)
-    fig, axes = plt.subplots(1, 2 if has_test else 1, figsize=(11 if has_test else 6, 4), squeeze=False)
+    fig = Figure(figsize=(11 if has_test else 6, 4))
+    axes = fig.subplots(1, 2 if has_test else 1, squeeze=False)
     draw_loss(axes[0, 0], axes[0, 1] if has_test else None, trajectories)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def draw_modes(
@@ -116,7 +117,8 @@ def plot_modes(
     cols = min(n, 3)
     rows = -(-n // cols)
     width = max(4.2 * cols, 6.0)
-    fig, axes = plt.subplots(rows, cols, figsize=(width, 3.4 * rows + 0.4), squeeze=False, sharey=True)
+    fig = Figure(figsize=(width, 3.4 * rows + 0.4))
+    axes = fig.subplots(rows, cols, squeeze=False, sharey=True)
     draw_modes(axes.ravel(), trajectories, max_modes=max_modes, theory=theory)
     for ax in axes.ravel()[n:]:
         ax.axis("off")
@@ -125,12 +127,12 @@ def plot_modes(
         fig.suptitle(textwrap.fill(title, int(12 * width)), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def plot_sweep(result: TrajectoryBatch, path: str, *, title: str | None = None) -> None:
     """Loss of every seed of a sweep (thin lines) and their median on the common save grid."""
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig = Figure(figsize=(6.5, 4))
+    ax = fig.subplots()
     curves = [tr for tr in result.trajectories if tr is not None]
     for tr in curves:
         keep, t = _positive_time(tr)
@@ -154,7 +156,6 @@ def plot_sweep(result: TrajectoryBatch, path: str, *, title: str | None = None) 
         fig.suptitle(textwrap.fill(title, 90), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def draw_phase_portraits(
@@ -240,7 +241,8 @@ def plot_phase_portraits(
     rule, the map sigma_1 sigma_2 at the marker times.
     """
     n = len(fields)
-    fig, axes = plt.subplots(1, n, figsize=(3.4 * n, 3.6), squeeze=False)
+    fig = Figure(figsize=(3.4 * n, 3.6))
+    axes = fig.subplots(1, n, squeeze=False)
     out, _, _ = draw_phase_portraits(
         axes[0], fields, sigma_star=sigma_star, start=start, t1=t1, marker_times=marker_times
     )
@@ -252,7 +254,6 @@ def plot_phase_portraits(
     )
     fig.tight_layout()
     fig.savefig(path, dpi=130)
-    plt.close(fig)
     return out
 
 

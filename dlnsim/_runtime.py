@@ -1,5 +1,5 @@
 """Process-level guards: LAPACK threads and a stall watchdog (for jaxlib's batched-LAPACK
-deadlock on CPU; README, "Known problems").
+deadlock on CPU; docs/known-problems.md).
 
 Nothing here runs on import; the CLI and the tests call these explicitly.
 """
@@ -25,7 +25,7 @@ def limit_lapack_threads(threads: int = 1):
     jax's CPU eigh and SVD call the LAPACK that SciPy ships (OpenBLAS), whose worker threads
     compete with XLA's own thread pool. On a 2-core machine this made a 64 x 64 SVD take
     about 190 ms instead of 0.7 ms, and a 256 x 256 SVD 2.7 s instead of 20-30 ms, whenever
-    other work was running (measured; the README has the figures). The ``dlnsim`` CLI and the
+    other work was running (measured; docs/numerics.md has the figures). The ``dlnsim`` CLI and the
     tests call this with 1; call it in your own scripts, or set ``OPENBLAS_NUM_THREADS=1``
     before Python starts. Importing dlnsim never changes thread settings.
 
@@ -145,7 +145,7 @@ class StallWatchdog:
         sys.stderr.write(
             f"Error: {self.what} used no CPU for {idle:.0f} s and looks deadlocked; stopped. "
             f"Thread stacks: {path}. Native stacks: py-spy dump --native --pid PID on a rerun. "
-            "See README, 'Known problems'.\n"
+            "See docs/known-problems.md.\n"
         )
         sys.stderr.flush()
         try:

@@ -59,7 +59,7 @@ def _stop(pid: int, idle: float, what: str, stacks: str, paths: set[str]) -> Non
     sys.stderr.write(
         f"Error: {what} used no CPU for {idle:.0f} s and looks deadlocked; stopped. "
         f"Thread stacks: {stacks}. Native stacks: py-spy dump --native --pid PID on a rerun. "
-        "See README, 'Known problems'.\n"
+        "See docs/known-problems.md.\n"
     )
     sys.stderr.flush()
     os.kill(pid, signal.SIGQUIT)

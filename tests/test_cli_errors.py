@@ -1,5 +1,5 @@
 """Bad input at the command line: exit code 2 (1 for a failed run), one line on stderr, no
-traceback, nothing written. Each case runs ``dlnsim._cli.main`` in this process."""
+traceback, nothing written. Each case runs ``dlnsim.cli.main`` in this process."""
 
 import json
 import math
@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import dlnsim._outputs
-from dlnsim._cli import main
+from dlnsim.cli import main
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from dlnsim._cli import app
+from dlnsim.cli import app
 
 runner = CliRunner()
 

@@ -106,7 +106,7 @@ def _lapack_operand_ranks(hlo: str) -> set[int]:
 @pytest.mark.parametrize("rule", ["ngd", "sqrt-ngd", "ngd-d", "sqrt-ngd-d", "damped-ngd", "bernacchia"])
 def test_vmapped_rules_never_batch_a_decomposition(rule):
     """A vmapped field (as in sweeps and batched simulate) loops over its batch for every
-    decomposition: batched LAPACK kernels deadlocked jaxlib's CPU pool (README, "Known problems")."""
+    decomposition: batched LAPACK kernels deadlocked jaxlib's CPU pool (docs/known-problems.md)."""
     widths = (3, 4, 2, 3)
     task = dlnsim.Task(
         dlnsim.random_teacher(jr.PRNGKey(1), 3, 3), dlnsim.correlated_input_cov(jr.PRNGKey(2), 3, decay=2.0)

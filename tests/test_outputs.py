@@ -160,7 +160,7 @@ def test_sigterm_leaves_the_old_or_the_new_result_never_a_mixture(tmp_path, when
 
 def _cli(args, cwd, **kwargs):
     return subprocess.Popen(
-        [sys.executable, "-m", "dlnsim._cli", *args],
+        [sys.executable, "-m", "dlnsim", *args],
         cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
