@@ -17,6 +17,7 @@ import platform
 # set before numpy loads. Export OPENBLAS_NUM_THREADS to override.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+import equinox as eqx  # noqa: E402
 import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
@@ -56,7 +57,7 @@ def fields(weights, teacher, cov, method):
         if method is not None and name in ("ngd", "sqrt-ngd", "damped-ngd"):
             kw = {**kw, "method": method}
         out[name] = [
-            np.asarray(v, dtype=np.float64) for v in jax.jit(dlnsim.vector_field(name, **kw))(0.0, ws, task)
+            np.asarray(v, dtype=np.float64) for v in eqx.filter_jit(dlnsim.vector_field(name, **kw))(0.0, ws, task)
         ]
     return out
 

@@ -1,73 +1,117 @@
-"""64 seeds at n = 16, d = 4: one vmapped diffrax solve against a Python loop of single solves.
+"""Sweep throughput: elements x solver steps per second, measured in one run, for
+(1) a Python loop of single-element solves, (2) one vmapped solve on one device, and (3) the same
+batch sharded over 2 host devices (a subprocess with XLA_FLAGS=--xla_force_host_platform_device_count=2).
 
-Both produce the same trajectories (checked); times exclude compilation (each path runs once
-first on the same shapes).
+Defaults: n = 16, d = 4, 64 seeds x 4 values of q (qngd, q = 1, 1.5, 2, 3): 256 elements. The
+loop runs the first --loop-elements elements (its rate is per element, so a subset suffices).
+Times exclude compilation (each path runs once first on the same shapes); the three paths give
+the same numbers (checked).
 
-    python benchmarks/sweep.py                 # 64 seeds, sqrt-ngd
-    python benchmarks/sweep.py --seeds 8 --rule ngd-d
+    python benchmarks/sweep.py
+    python benchmarks/sweep.py --seeds 16 --t1 2
 """
 
 import argparse
+import json
 import os
 import platform
+import subprocess
+import sys
 import time
 
-# One OpenBLAS thread for jax's CPU LAPACK kernels (dlnsim.limit_lapack_threads explains why);
-# set before numpy loads. Export OPENBLAS_NUM_THREADS to override.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
-import diffrax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import jax.random as jr  # noqa: E402
 import numpy as np  # noqa: E402
 
-import dlnsim  # noqa: E402
+from dlnsim import _sweep  # noqa: E402
+from dlnsim._sharding import batch_mesh  # noqa: E402
+
+
+def _spec(args) -> _sweep.SweepSpec:
+    return _sweep.SweepSpec(
+        rules=("qngd",), q=(1.0, 1.5, 2.0, 3.0), depths=(args.depth,), width=args.n, seeds=args.seeds,
+        t1=args.t1, saves=50, scales=(0.5,), init="xavier", dtype=args.dtype,
+    )  # fmt: skip
+
+
+def _timed_sweep(spec, devices, chunk):
+    mesh = batch_mesh(jax.devices()[:devices])
+    _sweep.sweep(spec, chunk_size=chunk, mesh=mesh)  # compile
+    start = time.perf_counter()
+    rows = _sweep.sweep(spec, chunk_size=chunk, mesh=mesh)
+    return time.perf_counter() - start, rows
+
+
+def _loop(spec, count):
+    """Single-element solves of the same compiled program (a batch of one), in a Python loop."""
+    group = _sweep.build_groups(spec, spec.elements())[0]
+    save_times = jnp.asarray(spec.save_times())
+    tol = _sweep.TOLERANCES[spec.dtype]
+
+    def one(k):
+        pick = lambda x: x[k : k + 1]  # noqa: E731
+        out = _sweep._solve_batch(
+            group.static, jax.tree.map(pick, group.arrays), jax.tree.map(pick, group.weights),
+            save_times, jnp.asarray(spec.loss_tol), spec.max_steps, tol,
+        )  # fmt: skip
+        return jax.block_until_ready(out)
+
+    one(0)  # compile
+    start = time.perf_counter()
+    steps = [int(one(k)[4][0]) for k in range(count)]
+    return time.perf_counter() - start, steps
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, default=64)
-    parser.add_argument("--rule", default="sqrt-ngd")
     parser.add_argument("--n", type=int, default=16)
     parser.add_argument("--depth", type=int, default=4)
     parser.add_argument("--t1", type=float, default=5.0)
+    parser.add_argument("--dtype", default="float64")
+    parser.add_argument("--loop-elements", type=int, default=16)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    spec = _spec(args)
+    n_el = len(spec.elements())
+    if args.child:  # the 2-device measurement
+        wall, rows = _timed_sweep(spec, 2, n_el)
+        print(
+            json.dumps(
+                {"wall": wall, "steps": [r["steps"] for r in rows], "loss": [r["loss_final"] for r in rows]}
+            )
+        )
+        return
     print(
-        f"# {platform.processor() or platform.machine()}, jax {jax.__version__}, "
-        f"{jax.devices()[0].platform}, OPENBLAS_NUM_THREADS={os.environ['OPENBLAS_NUM_THREADS']}"
+        f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__}, "
+        f"{jax.devices()[0].platform}, {args.dtype}, n = {args.n}, d = {args.depth}, {args.seeds} seeds x 4 q"
     )
-    widths = (args.n,) * (args.depth + 1)
-    task = dlnsim.Task(dlnsim.random_teacher(jr.PRNGKey(1), args.n, args.n))
-    keys = jr.split(jr.PRNGKey(2), args.seeds)
-    batch = dlnsim.init_weights_batch(widths, keys, init="xavier")
-    saveat = diffrax.SaveAt(ts=jnp.linspace(0.0, args.t1, 101))
-
-    def batched():
-        return dlnsim.simulate(batch, args.rule, task, args.t1, saveat=saveat)
-
-    def loop():
-        return [
-            dlnsim.simulate(tuple(w[b] for w in batch), args.rule, task, args.t1, saveat=saveat)
-            for b in range(args.seeds)
-        ]
-
-    batched()  # compile both paths first
-    dlnsim.simulate(tuple(w[0] for w in batch), args.rule, task, args.t1, saveat=saveat)
-    start = time.perf_counter()
-    res_b = batched()
-    t_b = time.perf_counter() - start
-    start = time.perf_counter()
-    res_l = loop()
-    t_l = time.perf_counter() - start
-    diff = max(float(np.abs(res_b[i].loss[-1] - res_l[i].loss[-1])) for i in range(args.seeds))
-    print(f"{args.seeds} seeds, {args.rule}, n = {args.n}, d = {args.depth}, t1 = {args.t1}")
-    print(f"batched (one vmapped solve): {t_b:.2f} s")
-    print(f"python loop of single solves: {t_l:.2f} s")
-    print(f"loop / batched = {t_l / t_b:.1f}x; max |final loss difference| = {diff:.1e}")
+    loop_wall, loop_steps = _loop(spec, min(args.loop_elements, n_el))
+    one_wall, rows = _timed_sweep(spec, 1, n_el)
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    child = subprocess.run(
+        [sys.executable, __file__, "--child", f"--seeds={args.seeds}", f"--n={args.n}",
+         f"--depth={args.depth}", f"--t1={args.t1}", f"--dtype={args.dtype}"],
+        capture_output=True, text=True, env=env, check=True,
+    )  # fmt: skip
+    two = json.loads(child.stdout.strip().splitlines()[-1])
+    loss = np.asarray([r["loss_final"] for r in rows])
+    assert np.allclose(loss, two["loss"], rtol=1e-10), "sharded and unsharded sweeps disagree"
+    steps = sum(r["steps"] for r in rows)
+    rates = {
+        "Python loop (1 element per call)": sum(loop_steps) / loop_wall,
+        "vmapped, 1 device": steps / one_wall,
+        "vmapped, 2 host devices": sum(two["steps"]) / two["wall"],
+    }
+    base = rates["Python loop (1 element per call)"]
+    for name, rate in rates.items():
+        print(f"{name:<36} {rate:12.0f} element-steps/s  ({rate / base:.2f}x)")
+    print(f"# {n_el} elements, {steps} steps in all (mean {steps / n_el:.0f} per element)")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import time
 # set before numpy loads. Export OPENBLAS_NUM_THREADS to override.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+import equinox as eqx  # noqa: E402
 import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
@@ -83,7 +84,7 @@ def dense_reference(rule_power):
         f = jnp.where(keep, jnp.where(keep, evals, 1.0) ** (-rule_power), 0.0)
         return unflat(-(evecs @ (f * (evecs.T @ grad))))
 
-    return jax.jit(field)
+    return eqx.filter_jit(field)
 
 
 def state(kind, n, d, key):
@@ -122,7 +123,7 @@ def main():
             for name, kw in RULES:
                 if n >= 256 and name in ("sqrt-ngd", "qngd") and not args.slow_fractional:
                     continue  # minutes per field at n = 256 (see docs/numerics.md); --slow-fractional runs them
-                f = jax.jit(dlnsim.vector_field(name, **kw))
+                f = eqx.filter_jit(dlnsim.vector_field(name, **kw))
                 times[name] = timed(f, 0.0, weights, task, repeats=5 if n < 256 else 1)
             dense = {}
             if params <= args.dense_max_params:

@@ -148,14 +148,14 @@ def mode_field_of(rule) -> ModeVectorField:
     fields without a singular-mode reduction (a custom field, or bernacchia with output noise or
     damping).
     """
-    from ._curvature import BlockDiagonalGaussNewton, GaussNewton
+    from ._curvature import AbstractGaussNewton, BlockDiagonalGaussNewton
     from ._rules import BernacchiaFlow, GradientFlow, NaturalGradientFlow, vector_field
 
     field = vector_field(rule) if isinstance(rule, str) else rule
     if isinstance(field, GradientFlow):
         return ModeVectorField(math.inf)
     if isinstance(field, NaturalGradientFlow):
-        if isinstance(field.curvature, GaussNewton | BlockDiagonalGaussNewton):
+        if isinstance(field.curvature, AbstractGaussNewton | BlockDiagonalGaussNewton):
             block = isinstance(field.curvature, BlockDiagonalGaussNewton)
             if block and not field.curvature.depth_calibrated:
                 raise ValueError("the mode reduction assumes the depth-calibrated block-diagonal curvature")

@@ -176,10 +176,11 @@ class OutputTarget:
     _written: bool = field(default=False, repr=False)
 
     @contextlib.contextmanager
-    def writing(self):
+    def writing(self, extra: dict | None = None):
         """Yields a fresh temporary directory; on success it replaces :attr:`path` atomically
-        and gets the manifest. On any exception (including KeyboardInterrupt) it is removed;
-        under :func:`terminate_on_signals` a signal removes it too."""
+        and gets the manifest (with ``extra`` entries added). On any exception (including
+        KeyboardInterrupt) it is removed; under :func:`terminate_on_signals` a signal removes it
+        too."""
         out = self.path
         _check_target(out, self.overwrite)  # the directory may have changed while computing
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
@@ -194,6 +195,7 @@ class OutputTarget:
                 "command": self.command,
                 "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                 "files": files,
+                **(extra or {}),
             }
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
             with _signals_held():
@@ -204,6 +206,18 @@ class OutputTarget:
             raise
         finally:
             _TEMPORARY.discard(tmp)
+
+    @property
+    def partial(self) -> Path:
+        """``.NAME.partial`` beside the output: the finished pieces of a resumable run (a sweep's
+        chunks). It survives an interrupted run, is never removed as stale, and does not look
+        like a result; the run that completes removes it (:meth:`discard_partial`)."""
+        return self.path.parent / f".{self.path.name}.partial"
+
+    def discard_partial(self) -> None:
+        """Removes :attr:`partial` (a completed or overwritten resumable run)."""
+        if self.partial.is_dir() and not self.partial.is_symlink():
+            shutil.rmtree(self.partial)
 
     def release(self) -> None:
         """Releases the lock (idempotent); :func:`claim_output` used as a context manager does it."""

@@ -15,21 +15,21 @@ from dataclasses import dataclass
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array, Float
 
-from ._checks import as_real_array, check_covariance, check_nonnegative, check_q, check_rcond
-from ._curvature import (
-    _CUTOFF_MARGIN,
-    CURVATURE_METHODS,
+from ._block_curvature import _CUTOFF_MARGIN, condition_estimate, square_path_conditions
+from ._checks import as_real_array, check_covariance, check_nonnegative, check_q
+from ._curvature import CURVATURE_METHODS, BlockDiagonalGaussNewton, GaussNewton
+from ._curvature_base import (
     AbstractCurvature,
-    BlockDiagonalGaussNewton,
-    GaussNewton,
     all_square,
     choose,
-    condition_estimate,
+    concrete_or_traced,
+    hyperparameter,
     loss_gradient,
-    square_path_conditions,
+    optional_rcond,
 )
-from ._linalg import inv, psd_function_apply
+from ._linalg import default_rcond, inv, psd_function_apply
 from ._models import Weights, check_weights, network_map, prefix_products, suffix_products
 from ._tasks import Task
 
@@ -53,6 +53,10 @@ def check_field_inputs(weights, task) -> None:
         )
 
 
+def _check_q(name: str, q) -> float:
+    return check_q(q)
+
+
 class GradientFlow(eqx.Module):
     """Gradient flow dtheta/dt = -g (Huh 2020, eqs. 5-6)."""
 
@@ -70,49 +74,63 @@ class NaturalGradientFlow(eqx.Module):
     pseudo-inverse power (minimum-norm update), as bottleneck nets have a singular H+.
     With the block-diagonal curvature these are NGD-d and q-NGD-d (Huh 2020, eqs. 23-26).
 
-    With eps > 0 the field is computed as -((C + eps I) / (1 + eps))^(-1/q) g
+    The field is computed as -((C + eps I) / (1 + eps))^(-1/q) g
     (:meth:`AbstractCurvature.normalized_precondition`), which stays exact as eps -> inf, where
     it tends to SGD's -g; the product of (1 + eps)^(1/q) and (C + eps)^(-1/q) g would underflow.
+
+    ``power`` = 1/q and ``eps`` are array leaves: a new value reuses the compiled program, and
+    ``jax.vmap`` maps over them (q = inf, power 0, is selected by array code). ``q`` and the old
+    name ``damping`` (= eps) read back as Python floats when concrete. Call as
+    ``NaturalGradientFlow(curvature, q, eps)``.
     """
 
     curvature: AbstractCurvature
-    q: float = eqx.field(default=1.0, static=True)
-    damping: float = eqx.field(default=0.0, static=True)
+    power: Float[Array, ""]
+    eps: Float[Array, ""]
 
-    def __check_init__(self):
-        if not isinstance(self.curvature, AbstractCurvature):
+    def __init__(self, curvature: AbstractCurvature, q=1.0, eps=0.0, *, damping=None):
+        if not isinstance(curvature, AbstractCurvature):
             raise TypeError(
                 "curvature must be a dlnsim curvature (GaussNewton, BlockDiagonalGaussNewton or an "
-                f"AbstractCurvature subclass), got {type(self.curvature).__name__}"
+                f"AbstractCurvature subclass), got {type(curvature).__name__}"
             )
-        check_q(self.q)
-        check_nonnegative("eps (damping)", self.damping)
+        if damping is not None:  # the old keyword for eps
+            eps = damping
+        self.curvature = curvature
+        self.power = 1.0 / hyperparameter("q", q, _check_q)
+        self.eps = hyperparameter("eps (damping)", eps, check_nonnegative)
+
+    @property
+    def q(self):
+        """The curvature power q = 1 / power (inf for SGD)."""
+        return concrete_or_traced(1.0 / self.power)
+
+    @property
+    def damping(self):
+        """The old name of eps (Huh 2020, eq. 17)."""
+        return concrete_or_traced(self.eps)
 
     def __call__(self, t, weights: Weights, task: Task) -> Weights:
         check_field_inputs(weights, task)
-        if math.isinf(self.q):
-            return tuple(-g for g in loss_gradient(weights, task))
-        power = 1.0 / self.q
-        if self.damping == 0.0:
-            direction = self.curvature.precondition(weights, task, power=power, damping=0.0)
-        else:
-            direction = self.curvature.normalized_precondition(
-                weights, task, power=power, damping=self.damping
-            )
+
+        def natural():
+            return self.curvature.normalized_precondition(weights, task, power=self.power, damping=self.eps)
+
+        direction = choose(self.power == 0.0, lambda: loss_gradient(weights, task), natural)
         return tuple(-d for d in direction)
 
 
-def _gram_rcond(size: int, dtype, rcond: float | None) -> float:
+def _gram_rcond(size: int, dtype, rcond):
     """The relative eigenvalue cutoff of a size x size covariance: 10 size eps unless given."""
-    return 10.0 * size * float(jnp.finfo(dtype).eps) if rcond is None else rcond
+    return default_rcond(size, dtype) if rcond is None else rcond
 
 
-def _pinv_psd_apply(m, x, shift: float, rcond: float | None):
+def _pinv_psd_apply(m, x, shift, rcond):
     """(m + shift)^+ x for symmetric PSD m (eigh; derivatives finite at repeated eigenvalues)."""
     return psd_function_apply(m, x, 1.0, shift, _gram_rcond(m.shape[0], m.dtype, rcond))
 
 
-def layer_natural_gradient(err_cov, cross, act_cov, shift: float, rcond: float | None = None):
+def layer_natural_gradient(err_cov, cross, act_cov, shift, rcond=None):
     """(<e e^T> + shift I)^+ <e x^T> (<x x^T> + shift I)^+: one layer's natural gradient without
     the 1/d (Bernacchia et al. 2018, eq. 10; with shift = sqrt(lambda), eq. 20).
 
@@ -137,23 +155,35 @@ class BernacchiaFlow(eqx.Module):
     and <e_i x_{i-1}^T> = -W_>i^T Sigma~^-1 (W - W*) Sigma_x W_<i^T (eq. 13).
 
     ``output_cov`` is the output noise covariance Sigma~ (identity by default; then the rule
-    equals NGD-d exactly). ``damping`` lambda adds sqrt(lambda) I to both covariances before
-    their pseudo-inversion (eq. 20).
+    equals NGD-d exactly). ``lam`` is the Levenberg-Marquardt damping lambda of eq. 20, which adds
+    sqrt(lambda) I to both covariances before their pseudo-inversion (``damping`` is its old name,
+    kept as a keyword and a read-only alias). ``lam`` and ``rcond`` are array leaves.
 
     Undamped on square nets, eq. 10 is W_>i^-1 (W - W*) W_<i^-1 / d whatever Sigma~ and
     Sigma_x are; it is computed from one LU inverse per layer when condition estimates show that
     the pseudo-inverses cut nothing, as for NGD-d (:class:`BlockDiagonalGaussNewton`).
     """
 
-    output_cov: jnp.ndarray | None = eqx.field(default=None, converter=_as_output_cov)
-    damping: float = eqx.field(default=0.0, static=True)
-    rcond: float | None = eqx.field(default=None, static=True)
+    output_cov: jnp.ndarray | None
+    lam: Float[Array, ""]
+    rcond: Float[Array, ""] | None
+
+    def __init__(self, output_cov=None, lam=0.0, rcond=None, *, damping=None):
+        name = "lam"
+        if damping is not None:  # the old keyword for lambda
+            lam, name = damping, "damping"
+        self.output_cov = _as_output_cov(output_cov)
+        self.lam = hyperparameter(name, lam, check_nonnegative)
+        self.rcond = optional_rcond(rcond)
 
     def __check_init__(self):
-        check_nonnegative("damping", self.damping)
-        check_rcond("rcond", self.rcond)
         if self.output_cov is not None:
             check_covariance("output_cov", self.output_cov, definite=True)
+
+    @property
+    def damping(self):
+        """The old name of lambda (Bernacchia et al. 2018, eq. 20)."""
+        return concrete_or_traced(self.lam)
 
     def __call__(self, t, weights: Weights, task: Task) -> Weights:
         check_field_inputs(weights, task)
@@ -166,7 +196,7 @@ class BernacchiaFlow(eqx.Module):
             )
         precision = jnp.eye(nd, dtype=task.teacher.dtype) if self.output_cov is None else inv(self.output_cov)
         delta = network_map(weights) - task.teacher
-        shift = math.sqrt(self.damping)
+        shift = jnp.sqrt(self.lam)  # sqrt(lambda) on each covariance (Bernacchia et al. 2018, eq. 20)
         d = len(weights)
 
         def by_eigh():
@@ -178,10 +208,19 @@ class BernacchiaFlow(eqx.Module):
                 out.append(-layer_natural_gradient(err_cov, cross, act_cov, shift, self.rcond) / d)
             return tuple(out)
 
-        if self.damping != 0.0 or not all_square(weights):
+        if not all_square(weights):
             return by_eigh()
-        # Square layers, no damping: (W_>i^T P W_>i)^+ W_>i^T P (W - W*) Sigma W_<i^T (W_<i Sigma W_<i^T)^+
-        # is W_>i^-1 (W - W*) W_<i^-1 whenever nothing is cut (see BlockDiagonalGaussNewton).
+        # lambda = 0 on square layers: (W_>i^T P W_>i)^+ W_>i^T P (W - W*) Sigma W_<i^T (W_<i Sigma W_<i^T)^+
+        # is W_>i^-1 (W - W*) W_<i^-1 whenever nothing is cut (see BlockDiagonalGaussNewton)
+        return choose(
+            self.lam == 0.0,
+            lambda: self._by_inverses_if_safe(weights, task, delta, precision, by_eigh),
+            by_eigh,
+        )
+
+    def _by_inverses_if_safe(self, weights, task, delta, precision, by_eigh):
+        pre, suf = prefix_products(weights), suffix_products(weights)
+        d = len(weights)
         fas = [a @ task.input_cov_sqrt for a in pre]
         left, right, cond_b, cond_a = square_path_conditions(weights, task, suf, fas)
         if self.output_cov is not None:
@@ -191,8 +230,8 @@ class BernacchiaFlow(eqx.Module):
             cond_p = 1.0
         widths = [w.shape[1] for w in weights] + [weights[-1].shape[0]]
         # the eigenvalues of <e e^T> (n_i) and <x x^T> (n_{i-1}) are cut as in _pinv_psd_apply
-        rc_err = jnp.asarray([_gram_rcond(n, delta.dtype, self.rcond) for n in widths[1:]])
-        rc_act = jnp.asarray([_gram_rcond(n, delta.dtype, self.rcond) for n in widths[:-1]])
+        rc_err = jnp.stack([jnp.asarray(_gram_rcond(n, delta.dtype, self.rcond)) for n in widths[1:]])
+        rc_act = jnp.stack([jnp.asarray(_gram_rcond(n, delta.dtype, self.rcond)) for n in widths[:-1]])
         safe = jnp.all((cond_p * cond_b**2 * rc_err < _CUTOFF_MARGIN) & (cond_a**2 * rc_act < _CUTOFF_MARGIN))
 
         def by_inverses():
@@ -241,6 +280,7 @@ def vector_field(
     eps: float | None = None,
     rcond: float | None = None,
     output_cov=None,
+    lam: float | None = None,
     damping: float | None = None,
     method: str | None = None,
 ) -> eqx.Module:
@@ -249,11 +289,16 @@ def vector_field(
     Args:
         rule: one of ``dlnsim.RULES`` (see ``dlnsim rules``).
         q: the fractional power for ``"qngd"`` and ``"qngd-d"`` (q >= 1, ``inf`` allowed).
-        eps: the damping of ``"damped-ngd"`` (eps >= 0; eps = 0 is NGD).
+        eps: the damping eps of ``"damped-ngd"`` (Huh 2020, eq. 17; eps >= 0, eps = 0 is NGD).
         rcond: relative rank cutoff of the pseudo-inverse (default 10 * size * machine eps).
-        output_cov, damping: options of ``"bernacchia"`` (output noise covariance; LM damping).
+        output_cov, lam: options of ``"bernacchia"``: the output noise covariance Sigma~ and the
+            Levenberg-Marquardt damping lambda (Bernacchia et al. 2018, eq. 20); ``damping`` is
+            lambda's old name.
         method: how the full rules (ngd, qngd, sqrt-ngd, damped-ngd) apply the exact curvature:
             ``"auto"`` (default), ``"dense"``, ``"krylov"`` or ``"balanced"`` (see :class:`GaussNewton`).
+
+    q, eps, lambda and rcond become array leaves of the field: a new value reuses a compiled
+    program, and they may be traced (``jax.vmap`` over them; traced values are not checked).
     """
     if not isinstance(rule, str):
         raise TypeError(f"rule must be a rule name (one of {', '.join(RULES)}), got {type(rule).__name__}")
@@ -265,27 +310,31 @@ def vector_field(
         raise ValueError(f"rule {rule!r} needs q >= 1 (q=1 is NGD, q=2 sqrt-NGD, q=inf SGD)")
     if eps is not None and rule != "damped-ngd":
         raise ValueError(f"eps applies only to the rule damped-ngd, not {rule!r}")
-    if (output_cov is not None or damping is not None) and rule != "bernacchia":
+    if lam is not None and damping is not None:
+        raise ValueError("give bernacchia's lambda once: lam (or its old name damping), not both")
+    if (output_cov is not None or lam is not None or damping is not None) and rule != "bernacchia":
         raise ValueError(f"output_cov and damping apply only to the rule bernacchia, not {rule!r}")
     if method is not None and (rule in ("sgd", "bernacchia") or rule.endswith("-d")):
         raise ValueError(
             f"method applies only to the full rules ngd, qngd, sqrt-ngd and damped-ngd, not {rule!r}"
         )
     if q is not None:
-        q = check_q(q)
-    rcond = check_rcond("rcond", rcond)
+        q = hyperparameter("q", q, _check_q)
+    rcond = optional_rcond(rcond)
     if method is not None and (not isinstance(method, str) or method not in CURVATURE_METHODS):
         raise ValueError(f"unknown curvature method {method!r}; choose one of {', '.join(CURVATURE_METHODS)}")
     if rule == "sgd":
         return GradientFlow()
     if rule == "bernacchia":
-        return BernacchiaFlow(output_cov, 0.0 if damping is None else damping, rcond)
+        if damping is not None:
+            return BernacchiaFlow(output_cov, rcond=rcond, damping=damping)
+        return BernacchiaFlow(output_cov, 0.0 if lam is None else lam, rcond)
     if rule.endswith("-d"):
         curvature, base = BlockDiagonalGaussNewton(rcond=rcond), rule[:-2]
     else:
         curvature, base = GaussNewton(rcond=rcond, method=method or "auto"), rule
     if base == "damped-ngd":
-        eps = 0.0 if eps is None else check_nonnegative("eps", eps)
+        eps = 0.0 if eps is None else hyperparameter("eps", eps, check_nonnegative)
         return NaturalGradientFlow(curvature, 1.0, eps)
     power = {"ngd": 1.0, "sqrt-ngd": 2.0}.get(base, q)
     return NaturalGradientFlow(curvature, power)

@@ -8,7 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 import dlnsim
-from dlnsim._cli import app
+from dlnsim._table import read_table
+from dlnsim.cli import app
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
@@ -232,38 +233,79 @@ def test_phase_portraits(tmp_path):
         assert res.exit_code == 2 and msg in res.output
 
 
-def test_sweep_writes_one_summary_per_seed(tmp_path):
+def test_sweep_grid_writes_a_tidy_table(tmp_path):
     out = tmp_path / "sw"
-    res = invoke(
-        "sweep", "--rule", "sgd", "--seeds", "5", "--task", "teacher", "--width", "4", "--depth", "2",
-        "--init", "xavier", "--t1", "3", "--saves", "31", "--out", out, "--no-progress",
+    args = (
+        "sweep", "--rule", "sgd,qngd", "--q", "1.5,3", "--seeds", "3", "--width", "4", "--depth", "2,3",
+        "--init", "xavier", "--scale", "0.5", "--t1", "3", "--saves", "31", "--out", out, "--no-progress",
     )  # fmt: skip
+    res = invoke(*args)
     assert res.exit_code == 0, res.output
-    s = json.loads((out / "summary.json").read_text())
-    assert s["seeds"] == 5 and s["succeeded"] == 5 and s["failed"] == []
-    assert len(list((out / "seeds").glob("seed_*.json"))) == 5
-    finals = [json.loads(p.read_text())["loss_final"] for p in sorted((out / "seeds").glob("*.json"))]
-    assert len(set(finals)) == 5  # different initial weights per seed
-    assert (out / "loss.png").exists()
+    assert "18 elements (18 run now, 0 resumed); 0 failed" in res.output
+    rows = read_table(out / "table.parquet")
+    assert len(rows) == (1 + 2) * 2 * 3 and [r["element"] for r in rows] == list(range(18))
+    assert {(r["rule"], r["q"]) for r in rows} == {("sgd", None), ("qngd", 1.5), ("qngd", 3.0)}
+    assert len({r["loss_final"] for r in rows}) == 18  # different weights, rules, depths
+    assert all(r["status"] in ("ok", "stopped early") and r["loss_final"] < r["loss_initial"] for r in rows)
+    assert (out / "table.csv").read_text().count("\n") == 19 and (out / "loss_final.png").exists()
+    again = invoke(*args)  # the same command on the same --out: already complete
+    assert again.exit_code == 0 and "already holds this sweep's table" in again.output
     res = invoke("sweep", "--seeds", "0", "--out", tmp_path / "x")
     assert res.exit_code == 2 and "seeds must be an integer >= 1" in res.output
+    res = invoke("sweep", "--rule", "qngd", "--q", "1,x", "--out", tmp_path / "x")
+    assert res.exit_code == 2 and "--q takes comma-separated numbers" in res.output
 
 
 def test_sweep_with_a_block_rule(tmp_path):
-    """The case that hung XLA in CI (batched SVDs of the saved states); states are now mapped one
-    at a time. The vmapped solve itself still batches the SVDs over the 16 seeds."""
+    """The case that hung XLA in CI (batched SVDs); every decomposition is now unbatched, in the
+    vmapped solve too (dlnsim._linalg)."""
     out = tmp_path / "swb"
     res = invoke(
         "sweep", "--rule", "sqrt-ngd-d", "--seeds", "16", "--task", "teacher", "--width", "8",
-        "--init", "xavier", "--t1", "5", "--out", out, "--no-progress",
+        "--init", "xavier", "--scale", "1", "--t1", "5", "--out", out, "--no-progress",
     )  # fmt: skip
     assert res.exit_code == 0, res.output
-    s = json.loads((out / "summary.json").read_text())
-    assert s["succeeded"] == 16
-    for seed_file in (out / "seeds").glob("*.json"):
-        row = json.loads(seed_file.read_text())
+    rows = read_table(out / "table.parquet")
+    assert len(rows) == 16
+    for row in rows:
         assert row["loss_final"] < 0.1 * row["loss_initial"]
-    assert s["max_conservation_drift"]["min"] > 1e-6  # block rules break the conservation law
+    assert min(r["max_conservation_drift"] for r in rows) > 1e-6  # block rules break the conservation law
+
+
+SIGTERM_SWEEP = (
+    "sweep", "--rule", "qngd", "--q", "1,1.5,2,3", "--seeds", "8", "--width", "4", "--depth", "2",
+    "--init", "xavier", "--scale", "0.5", "--t1", "20", "--saves", "40", "--chunk-size", "2", "--no-progress",
+)  # fmt: skip
+
+
+def test_sweep_killed_midway_resumes_to_the_same_table(tmp_path):
+    """SIGTERM a sweep once some chunks are stored; the rerun of the same command skips them and
+    the table equals an uninterrupted run's: no row lost or doubled."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    whole = tmp_path / "whole"
+    assert invoke(*SIGTERM_SWEEP, "--out", whole).exit_code == 0
+    cut = tmp_path / "cut"
+    cmd = [sys.executable, "-m", "dlnsim", *map(str, SIGTERM_SWEEP), "--out", str(cut)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    partial = tmp_path / ".cut.partial"
+    deadline = time.monotonic() + 600
+    while len(list(partial.glob("chunk-*.json"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err[-2000:]
+    assert not cut.exists()
+    stored = len(list(partial.glob("chunk-*.json")))
+    assert 2 <= stored < 16
+    res = invoke(*SIGTERM_SWEEP, "--out", cut)
+    assert res.exit_code == 0, res.output
+    assert "resumed" in res.output and not partial.exists()
+    assert read_table(cut / "table.parquet") == read_table(whole / "table.parquet")
 
 
 def _final_losses(tmp_path, rule, configs):

@@ -10,9 +10,10 @@ from typing import Annotated
 
 import typer
 
-from .. import _sweep
+from .. import _sweep, _sweep_outputs
 from .._budget import check_resources
 from .._sharding import initialize_distributed, is_writer
+from .._sweep_outputs import PLOT_FIGURES, PLOT_PARAMETERS
 from ._boundary import claim, computing, fail
 from ._options import (
     Curvature,
@@ -110,23 +111,23 @@ def sweep(
             loss_tol=loss_tol, max_steps=max_steps, method=None if curvature == "auto" else curvature,
             dtype=dtype,
         )  # fmt: skip
-        if plot_y not in _sweep.PLOT_FIGURES:
-            raise ValueError(f"--plot-y must be one of {', '.join(_sweep.PLOT_FIGURES)}, got {plot_y!r}")
-        if plot_x is not None and plot_x not in _sweep.PLOT_PARAMETERS:
-            raise ValueError(f"--plot-x must be one of {', '.join(_sweep.PLOT_PARAMETERS)}, got {plot_x!r}")
-        check_resources(_sweep.estimate_sweep(spec, chunk_size), what="this sweep")
+        if plot_y not in PLOT_FIGURES:
+            raise ValueError(f"--plot-y must be one of {', '.join(PLOT_FIGURES)}, got {plot_y!r}")
+        if plot_x is not None and plot_x not in PLOT_PARAMETERS:
+            raise ValueError(f"--plot-x must be one of {', '.join(PLOT_PARAMETERS)}, got {plot_x!r}")
+        check_resources(_sweep_outputs.estimate_sweep(spec, chunk_size), what="this sweep")
         out = Path(out) if out is not None else Path("runs") / f"sweep-{'-'.join(rules)}"
-        if _sweep.is_complete(spec, out) and not overwrite:
+        if _sweep_outputs.is_complete(spec, out) and not overwrite:
             typer.echo(f"{out} already holds this sweep's table ({spec.size()} elements); nothing to run")
             return
         target = None
         if is_writer():
-            target = claim(ctx, out, overwrite, "dlnsim sweep", _sweep.estimate_bytes(spec))
+            target = claim(ctx, out, overwrite, "dlnsim sweep", _sweep_outputs.estimate_bytes(spec))
         else:
             ctx.with_resource(computing("dlnsim sweep"))
     except ValueError as err:
         fail(str(err))
-    outcome = _sweep.run_sweep(
+    outcome = _sweep_outputs.run_sweep(
         spec, out, overwrite=overwrite, chunk_size=chunk_size, progress=progress, plot_x=plot_x,
         plot_y=plot_y, target=target,
     )  # fmt: skip
