@@ -33,6 +33,9 @@ def main(out_dir: Path | None = None, fast: bool = True, ids=None) -> dict:
 
 
 if __name__ == "__main__":
+    if {"-h", "--help"} & set(sys.argv[1:]):
+        print(__doc__)
+        sys.exit(0)
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     reps = main(Path(args[0]) if args else Path("runs/exactng"), fast="--full" not in sys.argv)
     sys.exit(0 if all(r.passed for r in reps.values()) else 1)

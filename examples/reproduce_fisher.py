@@ -31,5 +31,8 @@ def main(out_dir, fast: bool = True, ids=None) -> dict:
 
 
 if __name__ == "__main__":
+    if {"-h", "--help"} & set(sys.argv[1:]):
+        print(__doc__)
+        sys.exit(0)
     args = [a for a in sys.argv[1:] if a != "--full"]
     main(Path(args[0]) if args else Path("fisher_figures"), fast="--full" not in sys.argv)

@@ -66,4 +66,7 @@ def main(out_dir: Path | None = None, width: int = 512, samples: int = 32, steps
 
 
 if __name__ == "__main__":
+    if {"-h", "--help"} & set(sys.argv[1:]):
+        print(__doc__)
+        sys.exit(0)
     main(Path(sys.argv[1]) if len(sys.argv) > 1 else None)
