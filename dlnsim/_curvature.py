@@ -195,7 +195,7 @@ class KrylovGaussNewton(AbstractGaussNewton):
     def resolved_method(self, widths, power: float = 1.0) -> str:
         return "krylov"
 
-    def _map_apply(self, space, power, damping, scale):
+    def _map_apply(self, space, power, damping, scale, active=True):
         check_krylov_widths(space.widths, "method='krylov'", "method='dense' (or 'auto')")
         if not is_traced(power) and float(power) > 1.0:
             raise ValueError(
@@ -204,7 +204,7 @@ class KrylovGaussNewton(AbstractGaussNewton):
         return krylov_apply(
             space.whitened_map, space.suf, space.fas, space.residual, power=power, damping=damping,
             scale=scale, rcond=space.rcond, cg_rtol=self.cg_rtol, max_steps=self.max_cg_steps,
-            step=self.quadrature_step,
+            step=self.quadrature_step, active=active,
         )  # fmt: skip
 
 
@@ -274,10 +274,18 @@ class GaussNewton(AbstractGaussNewton):
         for_ngd, fractional = self._auto(space.widths)
         if for_ngd == fractional:
             return self.strategy(for_ngd)._map_apply(space, power, damping, scale)
+        is_ngd = power == 1.0
+
+        def branch(method, active):
+            strategy = self.strategy(method)
+            if isinstance(strategy, KrylovGaussNewton):  # under vmap both branches run: its CG
+                return strategy._map_apply(
+                    space, power, damping, scale, active=active
+                )  # checks only where used
+            return strategy._map_apply(space, power, damping, scale)
+
         return choose(
-            power == 1.0,
-            lambda: self.strategy(for_ngd)._map_apply(space, power, damping, scale),
-            lambda: self.strategy(fractional)._map_apply(space, power, damping, scale),
+            is_ngd, lambda: branch(for_ngd, is_ngd), lambda: branch(fractional, jnp.logical_not(is_ngd))
         )
 
 

@@ -38,12 +38,16 @@ def quadrature_nodes_bound(dtype, step: float, target: float) -> int:
     return int(math.ceil(span / step)) + 2
 
 
-def krylov_apply(whitened_map, suf, fas, residual, *, power, damping, scale, rcond, cg_rtol, max_steps, step):
+def krylov_apply(
+    whitened_map, suf, fas, residual, *, power, damping, scale, rcond, cg_rtol, max_steps, step, active=True
+):
     """(scale K + damping)^(-power) r, matrix-free, in the singular bases of W Sigma^(1/2).
 
     The preconditioner is diagonal in those bases: D_ab = sum_i |W_>i^T u_a|^2 |W_<i Sigma^(1/2) v_b|^2.
     ``power``, ``damping``, ``scale`` and ``rcond`` may be traced; power 1 takes one CG solve
     (selected with :func:`choose`, so under ``vmap`` over the power both paths run).
+    ``active``: whether this result is used (a traced flag when a caller selects between this and
+    another method under ``vmap``, where both run): a CG failure raises only where it is.
     """
     double = residual.dtype == jnp.float64
     # targets: 1e-12 relative in float64; 1e-6 in float32 (about 10 eps)
@@ -89,7 +93,7 @@ def krylov_apply(whitened_map, suf, fas, residual, *, power, damping, scale, rco
         lambda: solve(damping, None),
         lambda: fractional_power(gram, solve, rhs, diag, keep, power, damping, step, target),
     )
-    y = eqx.error_if(y, failed, _NOT_CONVERGED)
+    y = eqx.error_if(y, failed & active, _NOT_CONVERGED)
     return u @ y @ vt
 
 

@@ -188,3 +188,13 @@ def test_two_processes_give_the_same_table_as_one(tmp_path):
     for a, b in zip(joint, single.rows):
         assert a["element"] == b["element"] and a["status"] == b["status"]
         assert a["loss_final"] == pytest.approx(b["loss_final"], rel=1e-12)
+
+
+def test_auto_method_between_dense_and_krylov_is_vmappable_over_q():
+    """At n_d n_0 = 256 'auto' takes dense for q = 1 and krylov otherwise, chosen at run time; under
+    vmap both run, and the krylov CG that cannot converge at q = 1 (K singular) must not fail the
+    elements that use dense."""
+    spec = SweepSpec(rules=("qngd",), q=(1.0, 2.0), depths=(2,), width=16, seeds=1, t1=1.0, saves=5,
+                     scales=(0.5,), init="xavier")  # fmt: skip
+    rows = sweep(spec)
+    assert [r["status"] for r in rows] == ["ok", "ok"] and rows[0]["loss_final"] < rows[0]["loss_initial"]
