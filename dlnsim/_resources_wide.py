@@ -18,6 +18,7 @@ from ._resources import (
     format_seconds,
     time_limit,
 )
+from .wide import FISHERS, LOSSES
 
 # Copies of the MLP's parameters at the peak of `dlnsim wide` (the initial net, the trained one, the
 # update and each Fisher's per-parameter arrays), from peak RSS at width 2048 and 4096, depth 3,
@@ -38,7 +39,7 @@ WIDE_PARAMETER_COPIES = {
 
 # Sample-space matrices (A = N C training rows, L layers), in A x A matrices: the layer-wise Fishers
 # (bd, tri-diagonal, exact with cross-entropy) form L Gram matrices, their eigenvectors and the
-# (L A) x (L A) coupled matrix with its pseudo-inverse (dlnsim._wide._layerwise_operator). Peak RSS
+# (L A) x (L A) coupled matrix with its pseudo-inverse (dlnsim.wide._fisher.layerwise_operator). Peak RSS
 # of `dlnsim wide --width 64 --steps 2` over the intercept, MiB (/tmp/res/mem_wide.py):
 #   bd, depth 3, N = 600 / 1200: 247 / 784;  bd, depth 6, N = 600: 570;  N = 1200, depth 3: exact 168,
 #   kfac 361, unit-wise 5542 (129 units). estimate_wide_run gives 227 / 836 / 693 and 220 / 407 / 5805
@@ -60,8 +61,6 @@ WIDE_COMPILED_BYTES_PER_LAYER2 = 0.06 * 2**20
 
 
 def _wide_fisher(fisher: str, loss: str) -> str:
-    from ._wide import FISHERS, LOSSES
-
     if fisher not in FISHERS:
         raise ValueError(f"unknown fisher {fisher!r}; choose one of {', '.join(FISHERS)}")
     if loss not in LOSSES:
@@ -93,7 +92,7 @@ def estimate_wide_run(
     bias: bool = True,
     loss: str = "mse",
 ) -> ResourceEstimate:
-    """Memory and set-up time of ``dlnsim wide`` (dlnsim._kernels.compare_with_theory).
+    """Memory and set-up time of ``dlnsim wide`` (dlnsim.wide.compare_with_theory).
 
     Args:
         widths: ``(M_0, M_1, ..., M_{L-1}, C)``.

@@ -6,9 +6,9 @@ import jax.random as jr
 import numpy as np
 import pytest
 
-from dlnsim import _kernels as kernels
 from dlnsim import wide
-from dlnsim._kernels import _cross_moment, _second_moment
+from dlnsim.wide import _kernels as kernels
+from dlnsim.wide._kernels import _cross_moment, _second_moment
 
 
 def inputs(n=5, m0=6, seed=0):

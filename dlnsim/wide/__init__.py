@@ -1,0 +1,95 @@
+"""Public API of dlnsim's wide nonlinear networks: NGD with approximate Fisher information and the
+infinite-width theory that predicts it (Karakida & Osawa 2020).
+
+Modules by concept, imports flowing one way: ``_activations`` -> ``_mlp`` (network, signals, Jacobian
+products, Grams) -> ``_kernels`` (analytic kernels) -> ``_fisher`` (the interface and the layer-wise
+family) -> ``_fisher_kfac``, ``_fisher_diag`` -> ``_factory`` (names to classes) -> ``_data`` ->
+``_train`` (NGD, one ``lax.scan``) -> ``_theory`` (alpha, predictions, ``compare_with_theory``).
+"""
+
+from ._activations import ACTIVATIONS
+from ._data import WideTask, digits_task, forster_transform, load_wide_data, normalize_inputs, synthetic_task
+from ._factory import FISHERS, Fisher, as_fisher, natural_gradient, precondition, theta_bar
+from ._fisher import (
+    LAYERWISE,
+    LOSSES,
+    AbstractFisher,
+    AbstractLayerwiseFisher,
+    BlockDiagonalFisher,
+    ExactFisher,
+    TriDiagonalFisher,
+    layer_sigma,
+    layerwise_alpha,
+    tridiagonal_alpha,
+)
+from ._fisher_diag import DiagonalFisher, QuasiDiagonalFisher, UnitWiseFisher
+from ._fisher_kfac import KFACFisher
+from ._hyperparameters import ENTRYWISE_RCOND, PINV_RCOND
+from ._kernels import Kernels, active_fraction, analytic_kernels, empirical_kernels, signal_variances
+from ._mlp import MLP, Signals, layer_grams, ntk, signals
+from ._theory import (
+    alpha_theory,
+    analytic_theta_bar,
+    compare_with_theory,
+    gd_optimal_learning_rate,
+    isotropy,
+    linearized_dynamics,
+    predicted_train_residual,
+)
+from ._train import NGD, NGDState, TrainResult, ngd, run_ngd, task_loss, train
+
+__all__ = [
+    "ACTIVATIONS",
+    "ENTRYWISE_RCOND",
+    "FISHERS",
+    "LAYERWISE",
+    "LOSSES",
+    "PINV_RCOND",
+    "AbstractFisher",
+    "AbstractLayerwiseFisher",
+    "BlockDiagonalFisher",
+    "DiagonalFisher",
+    "ExactFisher",
+    "Fisher",
+    "KFACFisher",
+    "Kernels",
+    "MLP",
+    "NGD",
+    "NGDState",
+    "QuasiDiagonalFisher",
+    "Signals",
+    "TrainResult",
+    "TriDiagonalFisher",
+    "UnitWiseFisher",
+    "WideTask",
+    "active_fraction",
+    "alpha_theory",
+    "analytic_kernels",
+    "analytic_theta_bar",
+    "as_fisher",
+    "compare_with_theory",
+    "digits_task",
+    "empirical_kernels",
+    "forster_transform",
+    "gd_optimal_learning_rate",
+    "isotropy",
+    "layer_grams",
+    "layer_sigma",
+    "layerwise_alpha",
+    "linearized_dynamics",
+    "load_wide_data",
+    "natural_gradient",
+    "ngd",
+    "normalize_inputs",
+    "ntk",
+    "precondition",
+    "predicted_train_residual",
+    "run_ngd",
+    "signal_variances",
+    "signals",
+    "synthetic_task",
+    "task_loss",
+    "theta_bar",
+    "train",
+    "tridiagonal_alpha",
+]

@@ -1,0 +1,118 @@
+"""The string boundary: Fisher names to classes, and the functional API that accepts either.
+
+``as_fisher("kfac", damping=1e-3)`` and the old ``Fisher("kfac", 1e-3)`` build a
+:class:`~dlnsim.wide.KFACFisher`; strings are used only here and in the CLI. :func:`precondition`,
+:func:`natural_gradient` and :func:`theta_bar` call the Fisher's ``prepare`` / ``apply`` /
+``theta_bar`` (Karakida & Osawa 2020, eq. 9 and S.4).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jaxtyping import Array, Float
+
+from ._fisher import LAYERWISE, LOSSES, AbstractFisher, BlockDiagonalFisher, ExactFisher, TriDiagonalFisher
+from ._fisher_diag import DiagonalFisher, QuasiDiagonalFisher, UnitWiseFisher
+from ._fisher_kfac import KFAC_BIAS, KFACFisher
+from ._hyperparameters import hyperparameter
+from ._mlp import MLP, Signals
+
+FISHER_CLASSES: dict[str, type[AbstractFisher]] = {
+    cls.name: cls
+    for cls in (
+        ExactFisher,
+        BlockDiagonalFisher,
+        TriDiagonalFisher,
+        KFACFisher,
+        UnitWiseFisher,
+        DiagonalFisher,
+        QuasiDiagonalFisher,
+    )
+}
+FISHERS = tuple(FISHER_CLASSES)
+
+
+def fisher_from_name(
+    name: str,
+    damping: float = 0.0,
+    kfac_bias: str = "augmented",
+    loss: str = "mse",
+    ce_damping: float = 1e-4,
+    *,
+    rcond: float | None = None,
+) -> AbstractFisher:
+    """The Fisher named ``name`` (one of ``FISHERS``) with its options, checked as the old ``Fisher`` did:
+    ``kfac_bias`` and ``loss`` are validated for every name, cross-entropy is layer-wise only."""
+    if not isinstance(name, str) or name not in FISHER_CLASSES:
+        raise ValueError(f"unknown fisher {name!r}; choose one of {', '.join(FISHERS)}")
+    if kfac_bias not in KFAC_BIAS:
+        raise ValueError(f"kfac_bias must be 'augmented' or 'block', got {kfac_bias!r}")
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
+    if loss == "cross-entropy" and name not in LAYERWISE:
+        raise ValueError(
+            f"cross-entropy NGD is layer-wise only (S.157-S.167): choose one of {', '.join(LAYERWISE)}, "
+            f"not {name!r}"
+        )
+    cls = FISHER_CLASSES[name]
+    if name in LAYERWISE:
+        return cls(damping=damping, rcond=rcond, loss=loss, ce_damping=ce_damping)
+    hyperparameter("ce_damping", ce_damping)  # checked as before, unused outside the layer-wise family
+    if name == "kfac":
+        return cls(damping=damping, rcond=rcond, kfac_bias=kfac_bias)
+    return cls(damping=damping, rcond=rcond)
+
+
+class _FisherFactory(type):
+    """``Fisher(...)`` builds the named subclass; ``isinstance(x, Fisher)`` tests for any Fisher."""
+
+    def __call__(cls, name, damping=0.0, kfac_bias="augmented", loss="mse", ce_damping=1e-4, *, rcond=None):
+        return fisher_from_name(name, damping, kfac_bias, loss, ce_damping, rcond=rcond)
+
+    def __instancecheck__(cls, obj) -> bool:
+        return isinstance(obj, AbstractFisher)
+
+
+class Fisher(metaclass=_FisherFactory):
+    """The old string-keyed constructor, kept as an alias: ``Fisher(name, damping=0.0,
+    kfac_bias="augmented", loss="mse", ce_damping=1e-4)`` returns the :class:`AbstractFisher` subclass
+    for ``name`` (see :func:`fisher_from_name`), and every Fisher is an instance of ``Fisher``."""
+
+
+def as_fisher(fisher, damping: float | None = None, **kwargs) -> AbstractFisher:
+    """A Fisher as given, or the one named ``fisher`` (see :func:`fisher_from_name`)."""
+    if isinstance(fisher, AbstractFisher):
+        return fisher
+    return fisher_from_name(str(fisher), 0.0 if damping is None else damping, **kwargs)
+
+
+def precondition(mlp: MLP, sig: Signals, fisher) -> Any:
+    """Everything a Fisher needs from the training signals; pass to ``natural_gradient`` / ``theta_bar``."""
+    return as_fisher(fisher).prepare(mlp, sig)
+
+
+def natural_gradient(mlp: MLP, sig: Signals, residual: Float[Array, "N C"], fisher, pre=None):
+    """(G + rho I)^+ grad L for the residual r (N, C) as per-layer lists ``(ws, bs)``, grad L = J^T r / N.
+
+    Layer-wise Fishers return J_l^T P_l r; K-FAC applies its two factors in sample space; unit-wise
+    applies J_{l,i}^T (K_{l,i} + N rho)^+ r per unit; the entry-wise ones scale the gradient.
+    """
+    fisher = as_fisher(fisher)
+    pre = fisher.prepare(mlp, sig) if pre is None else pre
+    return fisher.apply(mlp, sig, pre, residual)
+
+
+def theta_bar(
+    mlp: MLP, sig: Signals, fisher, pre=None, test: Signals | None = None
+) -> Float[Array, "NtC NC"]:
+    """Theta_bar(x', x) = J(x') G^+ J(x)^T / N (S.4), (N'C, NC); x' = the training inputs by default.
+
+    Formed in sample space: layer-wise sum_l K_l(x', x) P_l (S.71-S.74); K-FAC
+    (1/N) sum_l [delta' Pb delta^T] o [E h~' Pa h~^T E^T] (S.96-S.105); unit-wise
+    sum_{l,i} K_{l,i}(x', x) (K_{l,i} + N rho)^+ (S.130, S.155); the entry-wise ones by applying the
+    preconditioner to the N*C unit residuals (O(N C P) each).
+    """
+    fisher = as_fisher(fisher)
+    pre = fisher.prepare(mlp, sig) if pre is None else pre
+    return fisher.theta_bar(mlp, sig, pre, sig if test is None else test)

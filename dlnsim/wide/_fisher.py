@@ -1,0 +1,384 @@
+"""The Fisher interface and the layer-wise family: exact, block-diagonal (bd) and block tri-diagonal.
+
+Karakida & Osawa 2020, eqs. 8-9 and 15-23, S.64-S.94, S.157-S.167. The Fisher is G = J^T J / N (eq. 8),
+damped G + rho I; NGD updates theta <- theta - eta (G + rho I)^+ grad L with grad L = J^T r / N and the
+Moore-Penrose pseudo-inverse at rho = 0 (eq. 9). Theta_bar(x', x) = J(x') G^+ J(x)^T / N (S.4): one
+step moves f by -eta Theta_bar r.
+
+Every approximation is one subclass of :class:`AbstractFisher`: ``prepare`` computes, once per state,
+the sample-space matrices it needs (a pytree of arrays), ``apply`` turns a residual into the
+preconditioned update, ``theta_bar`` forms Theta_bar, and ``alpha`` / ``analytic_theta_bar`` give the
+theory where the paper has one. The damping rho, rho~ and the cutoff rcond are array leaves
+(:mod:`dlnsim.wide._hyperparameters`).
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, ClassVar
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from .._linalg import eigh, inv, spectral_power
+from ._hyperparameters import PINV_RCOND, concrete, hyperparameter, rank_cutoff
+from ._kernels import Kernels
+from ._mlp import MLP, Signals, _jvp_all, _vjp_all, layer_grams
+
+LOSSES = ("mse", "cross-entropy")
+LAYERWISE = ("exact", "bd", "tri-diagonal")
+CE_RATE = 0.1  # c in eta = c / alpha for cross-entropy (S.167 leaves c free)
+
+
+def _damping(value) -> Float[Array, ""]:
+    return hyperparameter("damping", value)
+
+
+def _ce_damping(value) -> Float[Array, ""]:
+    return hyperparameter("ce_damping", value)
+
+
+def _pinv_rcond(value) -> Float[Array, ""]:
+    return rank_cutoff("rcond", value, PINV_RCOND)
+
+
+def psd_pinv(m: Float[Array, "a a"], damping, rcond) -> Float[Array, "a a"]:
+    """(m + damping I)^+ of one symmetric PSD matrix by eigh: eigenvalues with lambda + damping at or
+    below rcond * max(lambda) count as zero (:func:`dlnsim._linalg.spectral_power` with power 1)."""
+    evals, evecs = eigh(m)
+    return (evecs * spectral_power(evals, power=1, damping=damping, rcond=rcond)) @ evecs.T
+
+
+def symmetric_pinv(m: Float[Array, "a a"], rcond) -> Float[Array, "a a"]:
+    """Moore-Penrose pseudo-inverse of a symmetric, possibly indefinite, matrix: |lambda| at or below
+    rcond * max |lambda| counts as zero (the tri-diagonal Sigma makes the coupled matrix indefinite)."""
+    evals, evecs = eigh(m)
+    keep = jnp.abs(evals) > rcond * jnp.max(jnp.abs(evals))
+    inverse = jnp.where(keep, 1.0 / jnp.where(keep, evals, 1.0), 0.0)
+    return (evecs * inverse) @ evecs.T
+
+
+class AbstractFisher(eqx.Module):
+    """A Fisher approximation G~ of G = J^T J / N (Karakida & Osawa 2020, eqs. 8-9, 15).
+
+    Attributes:
+        damping: rho >= 0 added to the Fisher (to each Kronecker factor for K-FAC); 0 is the
+            pseudo-inverse (zero-damping limit). An array leaf: a new value reuses compiled code.
+        rcond: the relative rank cutoff of the pseudo-inverses (default: ``PINV_RCOND`` for the
+            sample-space Fishers, ``ENTRYWISE_RCOND`` for the entry-wise ones). An array leaf.
+
+    Subclasses implement ``prepare`` (once per state) and ``apply`` (per residual), and where they
+    exist the theory methods ``undamped_alpha`` and ``analytic_theta_bar``.
+    """
+
+    damping: Float[Array, ""] = eqx.field(default=0.0, converter=_damping)
+    rcond: Float[Array, ""] = eqx.field(default=None, converter=_pinv_rcond)
+    name: ClassVar[str]
+
+    @property
+    def loss(self) -> str:
+        """The loss this Fisher preconditions: ``mse`` (cross-entropy is layer-wise only, S.157)."""
+        return "mse"
+
+    def check_depth(self, depth: int) -> None:
+        """Refuses a depth at which this Fisher's pseudo-inverse NGD is singular (none by default)."""
+
+    @abc.abstractmethod
+    def prepare(self, mlp: MLP, sig: Signals) -> Any:
+        """Everything this Fisher needs from the training signals, as a pytree of arrays."""
+
+    @abc.abstractmethod
+    def apply(
+        self, mlp: MLP, sig: Signals, prepared, residual: Float[Array, "N C"]
+    ) -> tuple[list, list | None]:
+        """(G~ + rho I)^+ grad L for the residual r (N, C), grad L = J^T r / N, as per-layer ``(ws, bs)``."""
+
+    def theta_bar(self, mlp: MLP, sig: Signals, prepared, test: Signals) -> Float[Array, "NtC NC"]:
+        """Theta_bar(x', x) = J(x') G~^+ J(x)^T / N (S.4) by applying the preconditioner to the N C unit
+        residuals (O(N C P) each); the sample-space Fishers override it with a closed form."""
+        n, c = sig.f.shape
+
+        def column(e):
+            ws, bs = self.apply(mlp, sig, prepared, e.reshape(n, c))
+            return _jvp_all(mlp, test, ws, bs).reshape(-1)
+
+        eye = jnp.eye(n * c, dtype=sig.f.dtype)
+        return jax.lax.map(column, eye).T
+
+    def residual(self, f: Float[Array, "N C"], y: Float[Array, "N C"]) -> Float[Array, "N C"]:
+        """r = dL/df per sample: f - y for the MSE loss (eq. 3)."""
+        return f - y
+
+    def default_learning_rate(self, alpha: float) -> float:
+        """eta = 1/alpha for MSE (one-step convergence, Cor. 4.2)."""
+        return 1.0 / alpha
+
+    def undamped_alpha(self, mlp: MLP, n_samples: int, *, forster: bool = False) -> float | None:
+        """The alpha of Theta_bar = alpha I at rho = 0, or None where the paper gives none."""
+        return None
+
+    def alpha(self, mlp: MLP, n_samples: int, *, forster: bool = False) -> float | None:
+        """The theoretical alpha (:meth:`undamped_alpha`), or None with damping > 0 or a traced damping."""
+        rho = concrete(self.damping)
+        if rho is None or rho > 0:
+            return None
+        return self.undamped_alpha(mlp, n_samples, forster=forster)
+
+    def analytic_theta_bar(
+        self, kernels_test: Kernels, kernels_train: Kernels, *, sigma_w2: float, sigma_b2: float, bias: bool
+    ) -> np.ndarray:
+        """Infinite-width Theta_bar(x', x) (N', N) per output from analytic kernels, where closed."""
+        raise ValueError(
+            f"no analytic Theta_bar for {self.name!r}; available for exact, bd, tri-diagonal and kfac"
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# the layer-wise family G = S^T (Sigma x Lambda) S / N (eq. 15, S.163)
+
+
+def tridiagonal_sigma(depth: int) -> np.ndarray:
+    """The L x L block tri-diagonal pattern Sigma: ones on the diagonal and first off-diagonals (eq. 19)."""
+    return np.eye(depth) + np.eye(depth, k=1) + np.eye(depth, k=-1)
+
+
+def tridiagonal_alpha(depth: int, a: float = 1.0, b: float = 1.0) -> float:
+    """1^T Sigma^{-1} 1 for the L x L tri-diagonal Toeplitz Sigma (diagonal a, off-diagonals b), from
+    da Fonseca & Petronilho's inverse as quoted in Karakida & Osawa 2020, S.93-S.94:
+
+        1^T Sigma^{-1} 1 = (L + 2 b s) / (a + 2 b),  s = (1 + b (sigma_1 + sigma_2)) / (a + 2 b),
+
+    where sigma_1 = (Sigma^{-1})_{11} and sigma_2 = (Sigma^{-1})_{1L} are given by S.94 with
+    r_+- = (a +- sqrt(a^2 - 4 b^2)) / (2 b). (The extracted S.93 reads sigma_1 - sigma_2; the sum is
+    what the derivation gives and what matches a direct solve.) For a = b = 1 this is s for
+    L = 3s and s + 1 for L = 3s + 1 (Lemma 4.3).
+    """
+    L = int(depth)
+    disc = np.sqrt(complex(a * a - 4 * b * b))
+    rp, rm = (a + disc) / (2 * b), (a - disc) / (2 * b)
+    den = rp ** (L + 1) - rm ** (L + 1)
+    if abs(den) < 1e-12:
+        raise ValueError(f"the tri-diagonal Sigma is singular at L={L} (L = 2 mod 3, Lemma 4.3)")
+    sigma1 = (rp**L - rm**L) / den / b
+    sigma2 = (-1) ** (L + 1) * (rp - rm) / den / b
+    s = (1 + b * (sigma1 + sigma2)) / (a + 2 * b)
+    return float(np.real((L + 2 * b * s) / (a + 2 * b)))
+
+
+def softmax_hessian(f: Float[Array, "N C"], ce_damping) -> Float[Array, "NC NC"]:
+    """Lambda + rho~ I: block-diagonal over samples, diag(sigma) - sigma sigma^T per sample (S.158)."""
+    p = jax.nn.softmax(f, axis=-1)
+    n, c = p.shape
+    blocks = jax.vmap(jnp.diag)(p) - p[:, :, None] * p[:, None, :] + ce_damping * jnp.eye(c)
+    out = jnp.zeros((n * c, n * c), dtype=f.dtype)
+    idx = jnp.arange(n)
+    out = out.reshape(n, c, n, c).at[idx, :, idx, :].set(blocks).reshape(n * c, n * c)
+    return out
+
+
+def layerwise_operator(
+    grams, sigma: np.ndarray, metric: Array | None, n: int, damping, rcond=PINV_RCOND
+) -> Array:
+    """P of shape (L, NC, NC) with Delta theta_l = J_l^T P_l r equal to (G + rho I)^+ J^T r / N.
+
+    G = S^T (Sigma x Lambda) S / N with S = blockdiag(J_l) (eq. 15, S.72-S.74, S.163); Lambda = I (MSE)
+    or the damped softmax Hessian. With K_l = V_l D_l V_l^T and Z = blockdiag(V_l D_l^{1/2}):
+    G = U C U^T / N with C = Z^T (Sigma x Lambda) Z and orthonormal U = S^T blockdiag(V_l D_l^{-1/2}),
+    so G^+ grad L = S^T blockdiag(V_l D_l^{-1/2}) C^+ Z^T (1 x I) r exactly (Moore-Penrose, any rank).
+    With rho > 0, C + N rho I is inverted directly; the choice is a ``lax.cond`` on the traced rho.
+    """
+    L = len(grams)
+    nc = grams[0].shape[0]
+    zs, zinv = [], []
+    for k in grams:
+        evals, evecs = eigh(k)
+        keep = evals > rcond * jnp.max(evals)
+        root = jnp.where(keep, jnp.sqrt(jnp.where(keep, evals, 1.0)), 0.0)
+        zs.append(evecs * root)
+        zinv.append(evecs * jnp.where(keep, 1.0 / jnp.where(keep, root, 1.0), 0.0))
+    lam = jnp.eye(nc, dtype=grams[0].dtype) if metric is None else metric
+    sig = jnp.asarray(sigma, dtype=grams[0].dtype)
+    big = jnp.block([[sig[a, b] * zs[a].T @ lam @ zs[b] for b in range(L)] for a in range(L)])
+    ginv = jax.lax.cond(
+        damping > 0,
+        lambda: inv(big + n * damping * jnp.eye(big.shape[0], dtype=big.dtype)),
+        lambda: symmetric_pinv(0.5 * (big + big.T), rcond),
+    )
+    rhs = jnp.concatenate([z.T for z in zs], axis=0)  # Z^T (1 x I): (L*NC, NC)
+    coef = ginv @ rhs
+    return jnp.stack([zinv[layer] @ coef[layer * nc : (layer + 1) * nc] for layer in range(L)])
+
+
+class AbstractLayerwiseFisher(AbstractFisher):
+    """G = S^T (Sigma x Lambda) S / N with S = blockdiag(J_l) (eq. 15): Sigma = 11^T (exact), I (bd) or
+    tri-diagonal; Lambda = I for MSE, the damped softmax Hessian for cross-entropy (S.157-S.163).
+
+    Attributes:
+        loss: ``mse`` or ``cross-entropy`` (static).
+        ce_damping: rho~ > 0 added to the softmax Hessian Lambda (S.158); an array leaf.
+    """
+
+    loss: str = eqx.field(default="mse", static=True)
+    ce_damping: Float[Array, ""] = eqx.field(default=1e-4, converter=_ce_damping)
+
+    def __check_init__(self):
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
+        if self.loss == "cross-entropy" and concrete(self.ce_damping) == 0:
+            raise ValueError(
+                "cross-entropy NGD needs ce_damping > 0: the softmax Hessian is singular (S.158)"
+            )
+
+    @classmethod
+    @abc.abstractmethod
+    def sigma(cls, depth: int) -> np.ndarray:
+        """The L x L pattern Sigma of eq. 15."""
+
+    @classmethod
+    def sigma_alpha(cls, depth: int) -> float | None:
+        """alpha = 1^T Sigma^{-1} 1 (Theorem 4.1), or None when Sigma is singular."""
+        s = cls.sigma(depth)
+        return float(np.ones(depth) @ np.linalg.solve(s, np.ones(depth)))
+
+    def prepare(self, mlp: MLP, sig: Signals) -> Float[Array, "L NC NC"]:
+        """P_l with Delta theta_l = J_l^T P_l r (:func:`layerwise_operator`)."""
+        n = sig.f.shape[0]
+        grams = layer_grams(mlp, sig)
+        metric = softmax_hessian(sig.f, self.ce_damping) if self.loss == "cross-entropy" else None
+        return layerwise_operator(grams, self.sigma(mlp.depth), metric, n, self.damping, self.rcond)
+
+    def apply(self, mlp, sig, prepared, residual):
+        """J_l^T P_l r for every layer."""
+        n, c = residual.shape
+        r = residual.reshape(-1)
+        return _vjp_all(mlp, sig, [(prepared[layer] @ r).reshape(n, c) for layer in range(mlp.depth)])
+
+    def theta_bar(self, mlp, sig, prepared, test):
+        """sum_l K_l(x', x) P_l (S.71-S.74)."""
+        grams = layer_grams(mlp, test, sig)
+        return sum(grams[layer] @ prepared[layer] for layer in range(mlp.depth))
+
+    def residual(self, f, y):
+        """f - y (MSE) or softmax(f) - y (cross-entropy, S.159)."""
+        if self.loss == "cross-entropy":
+            return jax.nn.softmax(f, axis=-1) - y
+        return f - y
+
+    def default_learning_rate(self, alpha: float) -> float:
+        """eta = 1/alpha for MSE (Cor. 4.2); eta = 0.1/alpha for cross-entropy, where S.167 gives the
+        rate as c/alpha and a unit step (a Newton step on the logits) leaves the linear regime when an
+        initial prediction is confidently wrong."""
+        return (CE_RATE if self.loss == "cross-entropy" else 1.0) / alpha
+
+    def undamped_alpha(self, mlp, n_samples, *, forster=False):
+        """1^T Sigma^{-1} 1 (S.71, S.92-S.94), at any width."""
+        return self.sigma_alpha(mlp.depth)
+
+    def analytic_theta_bar(self, kernels_test, kernels_train, *, sigma_w2, sigma_b2, bias):
+        """sum_l (Sigma^{-1} 1)_l Theta_l(x', x) Theta_l^{-1} (S.71)."""
+        kt, kx = kernels_test, kernels_train
+        L = len(kx.A)
+        w = np.linalg.solve(self.sigma(L), np.ones(L))
+        return sum(w[layer] * kt.layer_ntk[layer] @ np.linalg.inv(kx.layer_ntk[layer]) for layer in range(L))
+
+
+class ExactFisher(AbstractLayerwiseFisher):
+    """The exact Fisher, Sigma = 11^T: Theta_bar = I on the training samples (S.53)."""
+
+    name: ClassVar[str] = "exact"
+
+    @classmethod
+    def sigma(cls, depth):
+        return np.ones((depth, depth))
+
+    @classmethod
+    def sigma_alpha(cls, depth):
+        return 1.0
+
+    def prepare(self, mlp, sig):
+        """MSE: (sum_l K_l + N rho I)^+ for every layer; cross-entropy: the layer-wise operator."""
+        if self.loss == "cross-entropy":
+            return super().prepare(mlp, sig)
+        n, c = sig.f.shape
+        p = psd_pinv(sum(layer_grams(mlp, sig)), n * self.damping, self.rcond)
+        return jnp.broadcast_to(p, (mlp.depth, n * c, n * c))
+
+    def analytic_theta_bar(self, kernels_test, kernels_train, *, sigma_w2, sigma_b2, bias):
+        """Theta(x', x) Theta^{-1} (S.53)."""
+        return kernels_test.ntk @ np.linalg.inv(kernels_train.ntk)
+
+
+class BlockDiagonalFisher(AbstractLayerwiseFisher):
+    """The block-diagonal (bd) Fisher, Sigma = I: alpha = L (Theorem 4.1, S.71)."""
+
+    name: ClassVar[str] = "bd"
+
+    @classmethod
+    def sigma(cls, depth):
+        return np.eye(depth)
+
+    @classmethod
+    def sigma_alpha(cls, depth):
+        return float(depth)
+
+
+class TriDiagonalFisher(AbstractLayerwiseFisher):
+    """The block tri-diagonal Fisher (eq. 19): alpha = s (L = 3s) or s + 1 (L = 3s + 1); Sigma is singular
+    at L = 3s + 2 (Lemma 4.3, S.92-S.94)."""
+
+    name: ClassVar[str] = "tri-diagonal"
+
+    @classmethod
+    def sigma(cls, depth):
+        return tridiagonal_sigma(depth)
+
+    @classmethod
+    def sigma_alpha(cls, depth):
+        return None if depth % 3 == 2 else tridiagonal_alpha(depth)
+
+    def check_depth(self, depth: int) -> None:
+        """Refuses the singular tri-diagonal Fisher (L = 2 mod 3, Lemma 4.3) without damping (a traced
+        damping is not checked)."""
+        if depth % 3 == 2 and concrete(self.damping) == 0:
+            raise ValueError(
+                f"the tri-diagonal Fisher is singular at depth L={depth} (L = 2 mod 3, Karakida & Osawa "
+                "2020, Lemma 4.3) and its pseudo-inverse NGD diverges; use damping > 0 (--damping) or "
+                "another depth"
+            )
+
+    def analytic_theta_bar(self, kernels_test, kernels_train, *, sigma_w2, sigma_b2, bias):
+        L = len(kernels_train.A)
+        if L % 3 == 2:
+            raise ValueError(f"the tri-diagonal Sigma is singular at L={L} (Lemma 4.3)")
+        return super().analytic_theta_bar(kernels_test, kernels_train, sigma_w2=sigma_w2, sigma_b2=sigma_b2,
+                                          bias=bias)  # fmt: skip
+
+
+LAYERWISE_FISHERS: dict[str, type[AbstractLayerwiseFisher]] = {
+    "exact": ExactFisher,
+    "bd": BlockDiagonalFisher,
+    "tri-diagonal": TriDiagonalFisher,
+}
+
+
+def _layerwise_class(fisher) -> type[AbstractLayerwiseFisher]:
+    if isinstance(fisher, AbstractLayerwiseFisher):
+        return type(fisher)
+    if isinstance(fisher, str) and fisher in LAYERWISE_FISHERS:
+        return LAYERWISE_FISHERS[fisher]
+    name = fisher.name if isinstance(fisher, AbstractFisher) else fisher
+    raise ValueError(f"{name!r} is not a layer-wise Fisher; choose one of {', '.join(LAYERWISE)}")
+
+
+def layer_sigma(fisher: str | AbstractLayerwiseFisher, depth: int) -> np.ndarray:
+    """Sigma of a layer-wise Fisher G = S^T (Sigma x I) S / N (eq. 15): 11^T, I or tri-diagonal."""
+    return _layerwise_class(fisher).sigma(depth)
+
+
+def layerwise_alpha(fisher: str | AbstractLayerwiseFisher, depth: int) -> float | None:
+    """alpha = 1^T Sigma^{-1} 1 of a layer-wise Fisher (Theorem 4.1): 1 (exact), L (bd), and for the
+    tri-diagonal Sigma s (L = 3s) or s + 1 (L = 3s + 1); None when Sigma is singular (L = 3s + 2)."""
+    return _layerwise_class(fisher).sigma_alpha(depth)
