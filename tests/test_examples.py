@@ -47,9 +47,10 @@ def test_trajectory_benchmark_runs():
 
 
 def test_sweep_benchmark_runs():
-    out = run_script(str(ROOT / "benchmarks" / "sweep.py"), "--seeds", "3", "--n", "4", "--depth", "2",
-                     "--t1", "1")  # fmt: skip
-    assert "loop / batched" in out
+    out = run_script(str(ROOT / "benchmarks" / "sweep.py"), "--seeds", "2", "--n", "3", "--depth", "2",
+                     "--t1", "1", "--loop-elements", "2")  # fmt: skip
+    for path in ("Python loop", "vmapped, 1 device", "vmapped, 2 host devices"):
+        assert path in out and "element-steps/s" in out
 
 
 def test_wide_ngd(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from dlnsim import experiments
-from dlnsim._cli import app
+from dlnsim.cli import app
 
 runner = CliRunner()
 

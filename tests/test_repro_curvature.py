@@ -9,7 +9,7 @@ from example_scripts import load_example
 from typer.testing import CliRunner
 
 from dlnsim import experiments
-from dlnsim._cli import app
+from dlnsim.cli import app
 
 IDS = ("curvature-fig1", "curvature-fig2", "curvature-fig3", "curvature-figS1", "curvature-figS2")
 

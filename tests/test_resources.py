@@ -14,7 +14,7 @@ from dlnsim import _resources_wide as wres
 from dlnsim._curvature import GaussNewton
 from dlnsim._models import conserved_quantities, network_map, prefix_products, suffix_products
 from dlnsim._rules import RULES, vector_field
-from dlnsim._wide import FISHERS, MLP, layer_grams, signals, synthetic_task
+from dlnsim.wide import FISHERS, MLP, layer_grams, signals, synthetic_task
 
 GiB = 2**30
 
@@ -105,8 +105,9 @@ def test_rule_families():
     assert res.rule_family("sqrt-ngd-d", w) == "block"
     assert res.rule_family("bernacchia", w) == "bernacchia"
     assert res.rule_family("sqrt-ngd", w, method="balanced") == "balanced"
-    assert res.rule_family("ngd", w) == "krylov"  # n_d n_0 = 256 > 64 for power 1
-    assert res.rule_family("sqrt-ngd", w) == "dense"  # <= 256 for fractional powers
+    assert res.rule_family("ngd", w) == "dense"  # n_d n_0 = 256 <= DENSE_MAX_SIZE, every power
+    assert res.rule_family("sqrt-ngd", w) == "dense"
+    assert res.rule_family("ngd", (17, 20, 17)) == "krylov"  # 289 > 256
 
 
 def test_wide_parameters_and_signals_match_the_mlp():

@@ -14,7 +14,7 @@ import typer
 from .._checks import check_depth, check_nonnegative, check_positive
 from .._resources import check_resources, wide_widths
 from .._resources_wide import estimate_wide_run
-from .._wide import LOSSES
+from ..wide import LOSSES
 from ..wide import (
     FISHERS,
     MLP,
