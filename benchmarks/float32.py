@@ -57,7 +57,8 @@ def fields(weights, teacher, cov, method):
         if method is not None and name in ("ngd", "sqrt-ngd", "damped-ngd"):
             kw = {**kw, "method": method}
         out[name] = [
-            np.asarray(v, dtype=np.float64) for v in eqx.filter_jit(dlnsim.vector_field(name, **kw))(0.0, ws, task)
+            np.asarray(v, dtype=np.float64)
+            for v in eqx.filter_jit(dlnsim.vector_field(name, **kw))(0.0, ws, task)
         ]
     return out
 

@@ -122,7 +122,7 @@ def main():
             times = {}
             for name, kw in RULES:
                 if n >= 256 and name in ("sqrt-ngd", "qngd") and not args.slow_fractional:
-                    continue  # minutes per field at n = 256 (see docs/numerics.md); --slow-fractional runs them
+                    continue  # minutes per field at n = 256 (docs/numerics.md); --slow-fractional runs them
                 f = eqx.filter_jit(dlnsim.vector_field(name, **kw))
                 times[name] = timed(f, 0.0, weights, task, repeats=5 if n < 256 else 1)
             dense = {}

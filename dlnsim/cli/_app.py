@@ -6,6 +6,7 @@ from __future__ import annotations
 import typer
 
 from ._boundary import configure, run_command_line
+from ._flow import flow
 from ._info import rules
 from ._phase import phase
 from ._reproduce import reproduce
@@ -27,7 +28,7 @@ def _entry() -> None:
     configure()
 
 
-for _command in (run, compare, sweep, phase, wide, reproduce, rules):
+for _command in (run, compare, sweep, phase, wide, flow, reproduce, rules):
     app.command(_command.__name__)(_command)
 
 

@@ -14,9 +14,9 @@ import typer
 from .._checks import check_depth, check_nonnegative, check_positive
 from .._resources import check_resources, wide_widths
 from .._resources_wide import estimate_wide_run
-from ..wide import LOSSES
 from ..wide import (
     FISHERS,
+    LOSSES,
     MLP,
     Fisher,
     compare_with_theory,

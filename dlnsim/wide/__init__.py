@@ -4,7 +4,8 @@ infinite-width theory that predicts it (Karakida & Osawa 2020).
 Modules by concept, imports flowing one way: ``_activations`` -> ``_mlp`` (network, signals, Jacobian
 products, Grams) -> ``_kernels`` (analytic kernels) -> ``_fisher`` (the interface and the layer-wise
 family) -> ``_fisher_kfac``, ``_fisher_diag`` -> ``_factory`` (names to classes) -> ``_data`` ->
-``_train`` (NGD, one ``lax.scan``) -> ``_theory`` (alpha, predictions, ``compare_with_theory``).
+``_train`` (NGD, one ``lax.scan``) -> ``_theory`` (alpha, predictions, ``compare_with_theory``);
+``_flow`` (the curvature-corrected flows in continuous time) -> ``_flow_theory`` (their NTK theory).
 """
 
 from ._activations import ACTIVATIONS
@@ -24,6 +25,14 @@ from ._fisher import (
 )
 from ._fisher_diag import DiagonalFisher, QuasiDiagonalFisher, UnitWiseFisher
 from ._fisher_kfac import KFACFisher
+from ._flow import FLOW_RULES, FisherFlow, FlowTask, FlowTrajectory, as_flow_task, flow_field, simulate_flow
+from ._flow_theory import (
+    analytic_flow_kernels,
+    flow_theory,
+    isotropic_flow_residual,
+    ntk_flow_prediction,
+    ntk_flow_rates,
+)
 from ._hyperparameters import ENTRYWISE_RCOND, PINV_RCOND
 from ._kernels import Kernels, active_fraction, analytic_kernels, empirical_kernels, signal_variances
 from ._mlp import MLP, Signals, layer_grams, ntk, signals
@@ -42,6 +51,7 @@ __all__ = [
     "ACTIVATIONS",
     "ENTRYWISE_RCOND",
     "FISHERS",
+    "FLOW_RULES",
     "LAYERWISE",
     "LOSSES",
     "PINV_RCOND",
@@ -51,6 +61,9 @@ __all__ = [
     "DiagonalFisher",
     "ExactFisher",
     "Fisher",
+    "FisherFlow",
+    "FlowTask",
+    "FlowTrajectory",
     "KFACFisher",
     "Kernels",
     "MLP",
@@ -64,14 +77,19 @@ __all__ = [
     "WideTask",
     "active_fraction",
     "alpha_theory",
+    "analytic_flow_kernels",
     "analytic_kernels",
     "analytic_theta_bar",
     "as_fisher",
+    "as_flow_task",
     "compare_with_theory",
     "digits_task",
     "empirical_kernels",
+    "flow_field",
+    "flow_theory",
     "forster_transform",
     "gd_optimal_learning_rate",
+    "isotropic_flow_residual",
     "isotropy",
     "layer_grams",
     "layer_sigma",
@@ -82,11 +100,14 @@ __all__ = [
     "ngd",
     "normalize_inputs",
     "ntk",
+    "ntk_flow_prediction",
+    "ntk_flow_rates",
     "precondition",
     "predicted_train_residual",
     "run_ngd",
     "signal_variances",
     "signals",
+    "simulate_flow",
     "synthetic_task",
     "task_loss",
     "theta_bar",

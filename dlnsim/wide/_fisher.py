@@ -10,6 +10,12 @@ the sample-space matrices it needs (a pytree of arrays), ``apply`` turns a resid
 preconditioned update, ``theta_bar`` forms Theta_bar, and ``alpha`` / ``analytic_theta_bar`` give the
 theory where the paper has one. The damping rho, rho~ and the cutoff rcond are array leaves
 (:mod:`dlnsim.wide._hyperparameters`).
+
+``prepare`` and ``apply`` take an optional ``power`` s = 1/q (an array, traced or not): the fractional
+(G~ + rho I)^(-s) grad L of q-NGD (Huh 2020, eq. 14), used by the continuous-time flows of
+:mod:`dlnsim.wide._flow`. ``power=None`` (the default) is the pseudo-inverse of eq. 9, computed exactly
+as before; the sample-space Fishers use the push-through identity
+f(J^T J / N) J^T = J^T f(J J^T / N) for f(lambda) = (lambda + rho)^(-s).
 """
 
 from __future__ import annotations
@@ -45,11 +51,28 @@ def _pinv_rcond(value) -> Float[Array, ""]:
     return rank_cutoff("rcond", value, PINV_RCOND)
 
 
-def psd_pinv(m: Float[Array, "a a"], damping, rcond) -> Float[Array, "a a"]:
+def psd_pinv(m: Float[Array, "a a"], damping, rcond, power=None) -> Float[Array, "a a"]:
     """(m + damping I)^+ of one symmetric PSD matrix by eigh: eigenvalues with lambda + damping at or
-    below rcond * max(lambda) count as zero (:func:`dlnsim._linalg.spectral_power` with power 1)."""
+    below rcond * max(lambda) count as zero (:func:`dlnsim._linalg.spectral_power` with power 1).
+    With ``power`` s: the pseudo-inverse power (m + damping I)^(-s) under the same cutoff."""
     evals, evecs = eigh(m)
-    return (evecs * spectral_power(evals, power=1, damping=damping, rcond=rcond)) @ evecs.T
+    power = 1 if power is None else power
+    return (evecs * spectral_power(evals, power=power, damping=damping, rcond=rcond)) @ evecs.T
+
+
+def is_psd_pattern(sigma: np.ndarray) -> bool:
+    """Whether the layer pattern Sigma is positive semi-definite (its coupled matrix C then is too)."""
+    return bool(np.linalg.eigvalsh(sigma).min() >= -1e-12)
+
+
+def check_power_pattern(sigma: np.ndarray, power) -> None:
+    """A one-line ValueError for a fractional power s != 1 of an indefinite Sigma (concrete s only)."""
+    value = None if power is None else concrete(power)
+    if value is not None and value != 1.0 and not is_psd_pattern(sigma):
+        raise ValueError(
+            f"the tri-diagonal Sigma is indefinite at depth L={sigma.shape[0]} >= 3, so (G~ + rho I)^(-1/q) "
+            "is not defined for q != 1 (a fractional power needs a PSD Fisher); use q = 1 or another Fisher"
+        )
 
 
 def symmetric_pinv(m: Float[Array, "a a"], rcond) -> Float[Array, "a a"]:
@@ -87,14 +110,16 @@ class AbstractFisher(eqx.Module):
         """Refuses a depth at which this Fisher's pseudo-inverse NGD is singular (none by default)."""
 
     @abc.abstractmethod
-    def prepare(self, mlp: MLP, sig: Signals) -> Any:
-        """Everything this Fisher needs from the training signals, as a pytree of arrays."""
+    def prepare(self, mlp: MLP, sig: Signals, *, power=None) -> Any:
+        """Everything this Fisher needs from the training signals, as a pytree of arrays; ``power`` s
+        (None: the pseudo-inverse, s = 1) must be the one later passed to :meth:`apply`."""
 
     @abc.abstractmethod
     def apply(
-        self, mlp: MLP, sig: Signals, prepared, residual: Float[Array, "N C"]
+        self, mlp: MLP, sig: Signals, prepared, residual: Float[Array, "N C"], *, power=None
     ) -> tuple[list, list | None]:
-        """(G~ + rho I)^+ grad L for the residual r (N, C), grad L = J^T r / N, as per-layer ``(ws, bs)``."""
+        """(G~ + rho I)^+ grad L for the residual r (N, C), grad L = J^T r / N, as per-layer ``(ws, bs)``;
+        with ``power`` s the fractional (G~ + rho I)^(-s) grad L."""
 
     def theta_bar(self, mlp: MLP, sig: Signals, prepared, test: Signals) -> Float[Array, "NtC NC"]:
         """Theta_bar(x', x) = J(x') G~^+ J(x)^T / N (S.4) by applying the preconditioner to the N C unit
@@ -180,7 +205,7 @@ def softmax_hessian(f: Float[Array, "N C"], ce_damping) -> Float[Array, "NC NC"]
 
 
 def layerwise_operator(
-    grams, sigma: np.ndarray, metric: Array | None, n: int, damping, rcond=PINV_RCOND
+    grams, sigma: np.ndarray, metric: Array | None, n: int, damping, rcond=PINV_RCOND, power=None
 ) -> Array:
     """P of shape (L, NC, NC) with Delta theta_l = J_l^T P_l r equal to (G + rho I)^+ J^T r / N.
 
@@ -189,6 +214,12 @@ def layerwise_operator(
     G = U C U^T / N with C = Z^T (Sigma x Lambda) Z and orthonormal U = S^T blockdiag(V_l D_l^{-1/2}),
     so G^+ grad L = S^T blockdiag(V_l D_l^{-1/2}) C^+ Z^T (1 x I) r exactly (Moore-Penrose, any rank).
     With rho > 0, C + N rho I is inverted directly; the choice is a ``lax.cond`` on the traced rho.
+
+    With ``power`` s (PSD Sigma): U is orthonormal and grad L = U Z^T (1 x I) r / N lies in its range, so
+    (G + rho I)^(-s) grad L = S^T blockdiag(V_l D_l^{-1/2}) (C / N + rho)^(-s) Z^T (1 x I) r / N; at s = 1
+    (C / N + rho)^(-1) / N = (C + N rho I)^(-1), the operator above. An indefinite Sigma (tri-diagonal,
+    L >= 3) keeps the s = 1 operator, and a traced s != 1 there gives NaN (a concrete one is refused by
+    :func:`check_power_pattern`).
     """
     L = len(grams)
     nc = grams[0].shape[0]
@@ -202,14 +233,20 @@ def layerwise_operator(
     lam = jnp.eye(nc, dtype=grams[0].dtype) if metric is None else metric
     sig = jnp.asarray(sigma, dtype=grams[0].dtype)
     big = jnp.block([[sig[a, b] * zs[a].T @ lam @ zs[b] for b in range(L)] for a in range(L)])
+    rhs = jnp.concatenate([z.T for z in zs], axis=0)  # Z^T (1 x I): (L*NC, NC)
+    if power is not None and is_psd_pattern(sigma):
+        evals, evecs = eigh(0.5 * (big + big.T) / n)
+        scale = spectral_power(evals, power=power, damping=damping, rcond=rcond) / n
+        coef = evecs @ (scale[:, None] * (evecs.T @ rhs))
+        return jnp.stack([zinv[layer] @ coef[layer * nc : (layer + 1) * nc] for layer in range(L)])
     ginv = jax.lax.cond(
         damping > 0,
         lambda: inv(big + n * damping * jnp.eye(big.shape[0], dtype=big.dtype)),
         lambda: symmetric_pinv(0.5 * (big + big.T), rcond),
     )
-    rhs = jnp.concatenate([z.T for z in zs], axis=0)  # Z^T (1 x I): (L*NC, NC)
     coef = ginv @ rhs
-    return jnp.stack([zinv[layer] @ coef[layer * nc : (layer + 1) * nc] for layer in range(L)])
+    out = jnp.stack([zinv[layer] @ coef[layer * nc : (layer + 1) * nc] for layer in range(L)])
+    return out if power is None else jnp.where(power == 1.0, out, jnp.nan)
 
 
 class AbstractLayerwiseFisher(AbstractFisher):
@@ -243,14 +280,16 @@ class AbstractLayerwiseFisher(AbstractFisher):
         s = cls.sigma(depth)
         return float(np.ones(depth) @ np.linalg.solve(s, np.ones(depth)))
 
-    def prepare(self, mlp: MLP, sig: Signals) -> Float[Array, "L NC NC"]:
+    def prepare(self, mlp: MLP, sig: Signals, *, power=None) -> Float[Array, "L NC NC"]:
         """P_l with Delta theta_l = J_l^T P_l r (:func:`layerwise_operator`)."""
         n = sig.f.shape[0]
+        sigma = self.sigma(mlp.depth)
+        check_power_pattern(sigma, power)
         grams = layer_grams(mlp, sig)
         metric = softmax_hessian(sig.f, self.ce_damping) if self.loss == "cross-entropy" else None
-        return layerwise_operator(grams, self.sigma(mlp.depth), metric, n, self.damping, self.rcond)
+        return layerwise_operator(grams, sigma, metric, n, self.damping, self.rcond, power)
 
-    def apply(self, mlp, sig, prepared, residual):
+    def apply(self, mlp, sig, prepared, residual, *, power=None):
         """J_l^T P_l r for every layer."""
         n, c = residual.shape
         r = residual.reshape(-1)
@@ -298,12 +337,16 @@ class ExactFisher(AbstractLayerwiseFisher):
     def sigma_alpha(cls, depth):
         return 1.0
 
-    def prepare(self, mlp, sig):
-        """MSE: (sum_l K_l + N rho I)^+ for every layer; cross-entropy: the layer-wise operator."""
+    def prepare(self, mlp, sig, *, power=None):
+        """MSE: (sum_l K_l + N rho I)^+ for every layer; cross-entropy: the layer-wise operator. With
+        ``power`` s: (K / N + rho I)^(-s) / N, K = J J^T, so that J^T P r = (G + rho I)^(-s) grad L."""
         if self.loss == "cross-entropy":
-            return super().prepare(mlp, sig)
+            return super().prepare(mlp, sig, power=power)
         n, c = sig.f.shape
-        p = psd_pinv(sum(layer_grams(mlp, sig)), n * self.damping, self.rcond)
+        if power is None:
+            p = psd_pinv(sum(layer_grams(mlp, sig)), n * self.damping, self.rcond)
+        else:
+            p = psd_pinv(sum(layer_grams(mlp, sig)) / n, self.damping, self.rcond, power) / n
         return jnp.broadcast_to(p, (mlp.depth, n * c, n * c))
 
     def analytic_theta_bar(self, kernels_test, kernels_train, *, sigma_w2, sigma_b2, bias):

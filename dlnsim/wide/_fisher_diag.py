@@ -4,6 +4,11 @@ The unit-wise Fisher keeps, for every unit i of every layer, the block of its in
 bias, and is applied in sample space through the unit Grams K_{l,i} = J_{l,i} J_{l,i}^T (S.131). The
 diagonal Fisher keeps diag(G); the quasi-diagonal one (Ollivier 2015) also keeps each unit's
 bias-weight couplings G_{0j}. The entry-wise ones have no isotropy theory (Fig. 3).
+
+A ``power`` s raises each unit block (K_{l,i} / N + rho)^(-s) (push-through, as the exact Fisher) and
+each diagonal entry (d + rho)^(-s). The quasi-diagonal update is the exact inverse of a metric that is
+not block-diagonal (it couples each unit's bias with all of its weights), so it takes s = 1 only, or
+s = 0 and any s without biases (where it is the diagonal Fisher).
 """
 
 from __future__ import annotations
@@ -16,8 +21,9 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from .._linalg import spectral_power
 from ._fisher import AbstractFisher, psd_pinv
-from ._hyperparameters import ENTRYWISE_RCOND, QUASI_DIAGONAL_ZERO_TRACE, rank_cutoff
+from ._hyperparameters import ENTRYWISE_RCOND, QUASI_DIAGONAL_ZERO_TRACE, concrete, rank_cutoff
 from ._kernels import active_fraction, signal_variances
 from ._mlp import MLP, Signals, _expand, _flat, _input_gram, _vjp_all
 
@@ -39,15 +45,22 @@ class UnitWiseFisher(AbstractFisher):
 
     name: ClassVar[str] = "unit-wise"
 
-    def prepare(self, mlp, sig) -> tuple[Array, ...]:
-        """(K_{l,i} + N rho I)^+ for every unit, per layer: (M_l, NC, NC)."""
+    def prepare(self, mlp, sig, *, power=None) -> tuple[Array, ...]:
+        """(K_{l,i} + N rho I)^+ for every unit, per layer: (M_l, NC, NC); with ``power`` s,
+        (K_{l,i} / N + rho I)^(-s) / N."""
         n = sig.f.shape[0]
+        if power is not None:
+            powered = jax.vmap(psd_pinv, in_axes=(0, None, None, None))
+            return tuple(
+                powered(unit_grams(mlp, sig, sig, layer) / n, self.damping, self.rcond, power) / n
+                for layer in range(mlp.depth)
+            )
         pinv = jax.vmap(psd_pinv, in_axes=(0, None, None))
         return tuple(
             pinv(unit_grams(mlp, sig, sig, layer), n * self.damping, self.rcond) for layer in range(mlp.depth)
         )
 
-    def apply(self, mlp, sig, prepared, residual):
+    def apply(self, mlp, sig, prepared, residual, *, power=None):
         n, c = residual.shape
         r = residual.reshape(-1)
         ws, bs = [], []
@@ -107,8 +120,11 @@ def _cut_inverse(d: Array, rcond) -> Array:
     return jnp.where(keep, 1.0 / jnp.where(keep, d, 1.0), 0.0)
 
 
-def _scaled(g: Array, d: Array, rho, rcond) -> Array:
-    """g / (d + rho): the cut inverse at rho = 0, a plain division otherwise (chosen on the traced rho)."""
+def _scaled(g: Array, d: Array, rho, rcond, power=None) -> Array:
+    """g / (d + rho): the cut inverse at rho = 0, a plain division otherwise (chosen on the traced rho).
+    With ``power`` s: g (d + rho)^(-s), zero where d + rho <= rcond * max(d) (:func:`spectral_power`)."""
+    if power is not None:
+        return spectral_power(d, power=power, damping=rho, rcond=rcond) * g
     return jnp.where(rho == 0, _cut_inverse(d + rho, rcond) * g, g / (d + rho))
 
 
@@ -118,18 +134,29 @@ class DiagonalFisher(AbstractFisher):
     rcond: Float[Array, ""] = eqx.field(default=None, converter=_entrywise_rcond)
     name: ClassVar[str] = "diagonal"
 
-    def prepare(self, mlp, sig):
+    def prepare(self, mlp, sig, *, power=None):
         return diagonal_entries(mlp, sig)
 
-    def apply(self, mlp, sig, prepared, residual):
+    def apply(self, mlp, sig, prepared, residual, *, power=None):
         n = residual.shape[0]
         gw, gb = _vjp_all(mlp, sig, [residual / n] * mlp.depth)
         ws, bs = [], []
         for layer, (ww, bb, _) in enumerate(prepared):
-            ws.append(_scaled(gw[layer], ww, self.damping, self.rcond))
+            ws.append(_scaled(gw[layer], ww, self.damping, self.rcond, power))
             if mlp.has_bias:
-                bs.append(_scaled(gb[layer], bb, self.damping, self.rcond))
+                bs.append(_scaled(gb[layer], bb, self.damping, self.rcond, power))
         return ws, (bs if mlp.has_bias else None)
+
+
+def check_quasi_diagonal_power(power) -> None:
+    """A one-line ValueError for a concrete s != 1 of the quasi-diagonal Fisher with biases."""
+    value = None if power is None else concrete(power)
+    if value is not None and value != 1.0:
+        raise ValueError(
+            "the quasi-diagonal Fisher with biases is the inverse of a metric that couples each unit's "
+            "bias with all its weights (Ollivier 2015), not a block-diagonal matrix, so (G~ + rho I)^(-1/q) "
+            "is defined for q = 1 only; use q = 1, the diagonal Fisher, or a net without biases"
+        )
 
 
 class QuasiDiagonalFisher(AbstractFisher):
@@ -139,18 +166,20 @@ class QuasiDiagonalFisher(AbstractFisher):
     rcond: Float[Array, ""] = eqx.field(default=None, converter=_entrywise_rcond)
     name: ClassVar[str] = "quasi-diagonal"
 
-    def prepare(self, mlp, sig):
+    def prepare(self, mlp, sig, *, power=None):
         return diagonal_entries(mlp, sig)
 
-    def apply(self, mlp, sig, prepared, residual):
+    def apply(self, mlp, sig, prepared, residual, *, power=None):
         n = residual.shape[0]
         rho = self.damping
+        if mlp.has_bias:
+            check_quasi_diagonal_power(power)
         grads_w, grads_b = _vjp_all(mlp, sig, [residual / n] * mlp.depth)
         ws, bs = [], []
         for layer, (ww, bb, wb) in enumerate(prepared):
             gw = grads_w[layer]
             if not mlp.has_bias:
-                ws.append(_scaled(gw, ww, rho, self.rcond))
+                ws.append(_scaled(gw, ww, rho, self.rcond, power))
                 continue
             # for each unit solve the 2x2 (bias, w_j) systems for w_j, then the bias row
             a00 = (bb + rho)[:, None]
@@ -172,6 +201,8 @@ class QuasiDiagonalFisher(AbstractFisher):
                 (grads_b[layer] - jnp.sum(a0j * vj, axis=1)) / jnp.where(a00v > 0, a00v, 1.0),
                 0.0,
             )
+            if power is not None:  # s = 1 only (a traced s != 1 gives NaN; see the module docstring)
+                vj, v0 = (jnp.where(power == 1.0, v, jnp.nan) for v in (vj, v0))
             ws.append(vj)
             bs.append(v0)
         return ws, (bs if mlp.has_bias else None)

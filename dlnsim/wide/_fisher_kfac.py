@@ -4,6 +4,11 @@ Layer l's block is approximated by the Kronecker product B*_l x A_{l-1} of the b
 input covariances (S.95), each damped by rho. Applied in sample space with the factors
 Pb_l = (delta_l delta_l^T / N + rho)^+ (NC x NC) and Pa_l = (h~ h~^T / N + rho)^+ (N x N). The bias is
 either an extra input column (``augmented``, S.B.3.3) or its own per-layer block (``block``, S.123-S.124).
+
+With a ``power`` s each damped factor is raised to -s, (B*_l + rho)^(-s) x (A_{l-1} + rho)^(-s), and by
+push-through f(D^T D / N) D^T = D^T f(D D^T / N) the factors stay N-sized: Pb_l = (delta delta^T / N +
+rho)^(-s), Pa_l = (h~ h~^T / N + rho)^(-s), the output factor (1/N + rho)^(-s) I, and the S.123 bias block
+(K_b / N^2 + rho)^(-s) / N^2.
 """
 
 from __future__ import annotations
@@ -42,17 +47,20 @@ class KFACFisher(AbstractFisher):
     def _augmented(self, mlp: MLP) -> bool:
         return mlp.has_bias and self.kfac_bias == "augmented"
 
-    def prepare(self, mlp: MLP, sig: Signals) -> tuple[tuple, tuple, tuple]:
+    def prepare(self, mlp: MLP, sig: Signals, *, power=None) -> tuple[tuple, tuple, tuple]:
         """Sample-space K-FAC factors (S.95) for every layer, and the S.123 bias blocks if any.
 
         For layer l: Pb_l = (Bg_l / N + rho)^+ with Bg_l = delta_l delta_l^T (NC x NC), except the output
         layer, where B*_L = I_C / N as in S.95 so that (B*_L + rho)^{-1} = 1 / (1/N + rho); and
         Pa_l = (Ag_{l-1} / N + rho)^+ with Ag = h~ h~^T, h~ = [sigma_w h / sqrt(M); sigma_b] (augmented)
-        or sigma_w h / sqrt(M) (block bias).
+        or sigma_w h / sqrt(M) (block bias). With ``power`` s every factor is raised to -s instead of
+        -1 (see the module docstring).
         """
         n, c = sig.f.shape
         rho = self.damping
         augmented = self._augmented(mlp)
+        if power is not None:
+            return self._prepare_power(mlp, sig, power)
         pbs, pas, pbias = [], [], []
         for layer in range(mlp.depth):
             if layer == mlp.depth - 1:
@@ -67,7 +75,26 @@ class KFACFisher(AbstractFisher):
                 pbias.append(psd_pinv(kb, n * n * rho, self.rcond))
         return tuple(pbs), tuple(pas), tuple(pbias)
 
-    def apply(self, mlp, sig, prepared, residual):
+    def _prepare_power(self, mlp: MLP, sig: Signals, power) -> tuple[tuple, tuple, tuple]:
+        """The factors raised to -s (module docstring); with s = 1 they equal :meth:`prepare`'s."""
+        n, c = sig.f.shape
+        rho = self.damping
+        augmented = self._augmented(mlp)
+        pbs, pas, pbias = [], [], []
+        for layer in range(mlp.depth):
+            if layer == mlp.depth - 1:
+                pbs.append(jnp.eye(n * c, dtype=sig.f.dtype) * (1.0 / n + rho) ** (-power))
+            else:
+                bg = _flat(sig.deltas[layer]) @ _flat(sig.deltas[layer]).T
+                pbs.append(psd_pinv(bg / n, rho, self.rcond, power))
+            ag = _input_gram(mlp, sig, sig, layer, with_bias=augmented)
+            pas.append(psd_pinv(ag / n, rho, self.rcond, power))
+            if mlp.has_bias and not augmented:
+                kb = mlp.sigma_b2 * _flat(sig.deltas[layer]) @ _flat(sig.deltas[layer]).T
+                pbias.append(psd_pinv(kb / n**2, rho, self.rcond, power) / n**2)
+        return tuple(pbs), tuple(pas), tuple(pbias)
+
+    def apply(self, mlp, sig, prepared, residual, *, power=None):
         """delta_l^T Pb_l diag(r) E Pa_l h~_l / N per layer (S.96-S.104), and the bias blocks' update."""
         pbs, pas, pbias = prepared
         n, c = residual.shape
