@@ -37,6 +37,7 @@ from ._rules import (
     vector_field,
 )
 from ._runtime import StallWatchdog, limit_lapack_threads
+from ._sharding import initialize_distributed
 from ._simulation import (
     ModeComparison,
     Trajectory,
@@ -46,6 +47,8 @@ from ._simulation import (
     simulate,
     simulate_discrete,
 )
+from ._sweep import SweepSpec, sweep
+from ._sweep_outputs import SweepOutcome, run_sweep
 from ._tasks import (
     StudentTeacherData,
     Task,
@@ -84,6 +87,8 @@ __all__ = [
     "RuleInfo",
     "StallWatchdog",
     "StudentTeacherData",
+    "SweepOutcome",
+    "SweepSpec",
     "Task",
     "Trajectory",
     "TrajectoryBatch",
@@ -94,15 +99,18 @@ __all__ = [
     "correlated_input_cov",
     "imbalance",
     "init_weights_batch",
+    "initialize_distributed",
     "limit_lapack_threads",
     "load_regression_data",
     "loss_gradient",
     "network_map",
     "random_teacher",
+    "run_sweep",
     "sgd_learning_rate_search",
     "simulate",
     "simulate_discrete",
     "structurally_full_rank",
+    "sweep",
     "student_teacher",
     "train_online",
     "vector_field",
