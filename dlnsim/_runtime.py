@@ -54,20 +54,22 @@ def _monitor_available() -> bool:
     return os.path.exists(f"/proc/{os.getpid()}/stat") and int(signal.SIGQUIT) == STALL_EXIT_CODE
 
 
-def _exit_on_sigquit():
-    """Makes SIGQUIT end the process at once through libc's ``_exit(SIGQUIT)``, i.e. exit code 3,
-    without the GIL (a Python-level handler would wait for it). Returns the previous handler."""
+def _libc():
     libc = ctypes.CDLL(None)
     libc.signal.restype = ctypes.c_void_p
     libc.signal.argtypes = [ctypes.c_int, ctypes.c_void_p]
+    return libc
+
+
+def _exit_on_sigquit():
+    """Makes SIGQUIT end the process at once through libc's ``_exit(SIGQUIT)``, i.e. exit code 3,
+    without the GIL (a Python-level handler would wait for it). Returns the previous handler."""
+    libc = _libc()
     return libc.signal(int(signal.SIGQUIT), ctypes.cast(libc._exit, ctypes.c_void_p).value)
 
 
 def _restore_sigquit(previous) -> None:
-    libc = ctypes.CDLL(None)
-    libc.signal.restype = ctypes.c_void_p
-    libc.signal.argtypes = [ctypes.c_int, ctypes.c_void_p]
-    libc.signal(int(signal.SIGQUIT), previous)
+    _libc().signal(int(signal.SIGQUIT), previous)
 
 
 class StallWatchdog:

@@ -29,12 +29,12 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
-from ._checks import DynamicsBlowUpError, check_integer, check_nonnegative, check_positive
+from ._checks import DynamicsBlowUpError, check_integer, check_nonnegative, check_positive, check_q
 from ._models import conserved_quantities, network_map
-from ._rules import RULES, rule_q, vector_field
+from ._rules import RULES, vector_field
 from ._run_checks import _field_problem, _loss_scale
 from ._sharding import batch_mesh, gather, padded_size, shard_batch
-from ._simulation import DEFAULT_ATOL, DEFAULT_RTOL, init_weights_batch
+from ._simulation import DEFAULT_ATOL, DEFAULT_RTOL, _LossReached, init_weights_batch
 from ._tasks import Task, random_teacher, student_teacher
 
 SWEEP_TASKS = ("teacher", "student-teacher")
@@ -127,9 +127,8 @@ class SweepSpec:
         )
         object.__setattr__(self, "scales", _values("scales", self.scales, check_positive))
         object.__setattr__(self, "snrs", _values("snrs", self.snrs, check_positive))
-        for rule in self.rules:
-            for q in self.q:
-                rule_q(rule, q) if rule in ("qngd", "qngd-d") else None
+        for q in self.q:
+            check_q(q)
         object.__setattr__(self, "eps", tuple(check_nonnegative("eps", e) for e in self.eps))
         check_integer("width", self.width, 1)
         check_integer("seeds", self.seeds, 1)
@@ -174,13 +173,15 @@ class SweepSpec:
         return np.concatenate([[0.0], np.geomspace(self.t1 * 1e-6, self.t1, self.saves - 1)])
 
 
+def curvature_method(spec: SweepSpec, rule: str) -> str | None:
+    """``spec.method`` for the full rules (the exact curvature's method); None for the others."""
+    full = rule not in ("sgd", "bernacchia") and not rule.endswith("-d")
+    return spec.method if full else None
+
+
 def element_field(spec: SweepSpec, element: dict):
     """The vector field of one element."""
-    method = (
-        spec.method
-        if not (element["rule"] in ("sgd", "bernacchia") or element["rule"].endswith("-d"))
-        else None
-    )
+    method = curvature_method(spec, element["rule"])
     return vector_field(element["rule"], q=element["q"], eps=element["eps"], method=method)
 
 
@@ -219,13 +220,6 @@ def group_key(field, task, weights) -> tuple:
     )
 
 
-class _LossBelow(eqx.Module):
-    threshold: jax.Array
-
-    def __call__(self, t, y, args, **kwargs):
-        return args.loss(network_map(y)) <= self.threshold
-
-
 _TRACES = 0
 
 
@@ -248,7 +242,7 @@ def _solve_batch(static, arrays, weights, save_times, loss_tol, max_steps: int, 
             saveat=diffrax.SaveAt(ts=save_times, t1=True),
             stepsize_controller=diffrax.PIDController(rtol=tolerances[0], atol=tolerances[1]),
             max_steps=max_steps,
-            event=diffrax.Event(_LossBelow(loss_tol * loss0)),
+            event=diffrax.Event(_LossReached(loss_tol * loss0)),
             throw=False,
         )
         c0 = conserved_quantities(w0)
@@ -329,6 +323,8 @@ class SweepGroup:
     static: object
     arrays: object
     weights: tuple
+    fields: list  # per element, for the initial check's hint
+    loss_scales: list[float]  # per element, the loss at the zero map (the initial check's scale)
 
 
 def build_groups(spec: SweepSpec, elements: Sequence[dict]) -> list[SweepGroup]:
@@ -337,26 +333,28 @@ def build_groups(spec: SweepSpec, elements: Sequence[dict]) -> list[SweepGroup]:
     inits: dict = {}
     groups: dict = {}
     for el in elements:
-        tkey = (el["depth"], el["snr"])
-        if tkey not in tasks:
-            tasks[tkey] = _task(spec, spec.width, el["snr"])
-        task = tasks[tkey]
+        if el["snr"] not in tasks:
+            task = _task(spec, spec.width, el["snr"])
+            tasks[el["snr"]] = (task, _loss_scale(task))
+        task, loss_scale = tasks[el["snr"]]
         ikey = (el["depth"], el["scale"], el["snr"])
         if ikey not in inits:
             inits[ikey] = _initial_weights(spec, el["depth"], el["scale"], task, range(spec.seeds))
         w0 = tuple(w[el["seed_index"]] for w in inits[ikey])
         field = element_field(spec, el)
         key = group_key(field, task, w0)
-        groups.setdefault(key, []).append((el, field, task, w0))
+        groups.setdefault(key, []).append((el, field, task, w0, loss_scale))
     out = []
     for members in groups.values():
-        arrays = [eqx.partition((f, t), eqx.is_array) for _, f, t, _ in members]
+        arrays = [eqx.partition((m[1], m[2]), eqx.is_array) for m in members]
         out.append(
             SweepGroup(
                 elements=[m[0] for m in members],
                 static=arrays[0][1],
                 arrays=_stack([a for a, _ in arrays], spec.dtype),
                 weights=_stack([m[3] for m in members], spec.dtype),
+                fields=[m[1] for m in members],
+                loss_scales=[m[4] for m in members],
             )
         )
     return out
@@ -404,8 +402,8 @@ def run_groups(
             for k, j in enumerate(range(start, min(start + size, n))):
                 el = group.elements[j]
                 problem = _field_problem(
-                    element_field(spec, el), [v[k] for v in jax.tree.leaves(velocity)], float(losses[k][0]),
-                    _loss_scale(_task(spec, spec.width, el["snr"])), float(np.finfo(spec.dtype).eps),
+                    group.fields[j], [v[k] for v in jax.tree.leaves(velocity)], float(losses[k][0]),
+                    group.loss_scales[j], float(np.finfo(spec.dtype).eps),
                 )  # fmt: skip
                 chunk.append(
                     summarize(el, times[k], losses[k], drifts[k], flags[k], steps[k], spec.loss_tol, problem)

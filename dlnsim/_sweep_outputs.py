@@ -17,7 +17,7 @@ from ._checks import check_integer
 from ._outputs import claim_output, read_manifest
 from ._resources import estimate_linear_run
 from ._sharding import is_writer
-from ._sweep import SweepSpec, build_groups, run_groups
+from ._sweep import SweepSpec, build_groups, curvature_method, run_groups
 from ._table import ChunkStore, read_table, write_table
 
 PLOT_PARAMETERS = ("q", "eps", "scale", "snr", "depth", "seed_index")
@@ -57,8 +57,7 @@ def estimate_sweep(spec: SweepSpec, chunk_size: int = 64) -> ResourceEstimate:
     worst = None
     for rule in spec.rules:
         for q in spec.q if rule in ("qngd", "qngd-d") else (None,):
-            full = rule not in ("sgd", "bernacchia") and not rule.endswith("-d")
-            method = (spec.method or "auto") if full else "auto"
+            method = curvature_method(spec, rule) or "auto"
             est = estimate_linear_run(widths, saves=spec.saves, rule=rule, q=q, batch=batch, method=method)
             if worst is None or est.total_bytes > worst.total_bytes:
                 worst = est
