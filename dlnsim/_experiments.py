@@ -31,16 +31,45 @@ _RELATIONS: dict[str, Callable[[float, float], bool]] = {
     ">": lambda v, t: v > t,
 }
 
+#: Where a threshold may come from; a check's ``basis`` starts with one of these, then says more
+#: (``"paper: Fig. 3 shows the two curves within 5 %"``, ``"precision: rtol 1e-8 of the solver"``):
+#:
+#: - ``paper``: a number the paper states or plots;
+#: - ``finite-size``: the order of a finite-width or finite-sample effect (1/sqrt(M), 1/sqrt(N));
+#: - ``precision``: float64 round-off or the integrator's tolerances;
+#: - ``exact``: a qualitative claim whose threshold is its own boundary (a ratio below 1, a sign).
+BASES = ("paper", "finite-size", "precision", "exact")
+
+#: A figure's verdict: every paper claim holds, some do, or none does.
+VERDICTS = ("reproduces", "partly", "disagrees")
+Verdict = Literal["reproduces", "partly", "disagrees"]
+Kind = Literal["software", "claim"]
+
 
 @dataclass(frozen=True)
 class Check:
-    """One quantitative agreement: ``value relation threshold`` (a non-finite value fails)."""
+    """One quantitative agreement: ``value relation threshold`` (a non-finite value fails).
+
+    Attributes:
+        name: what is measured, in words.
+        value: the measured number.
+        threshold: the bound, fixed before the result was seen.
+        relation: one of ``<=``, ``>=``, ``<``, ``>``.
+        passed: whether ``value relation threshold`` holds (and ``value`` is finite).
+        kind: ``"software"`` for a check of dlnsim's own correctness (a conservation law, a closed
+            form, a dense reference), whose failure is a bug (``dlnsim reproduce`` exits 1);
+            ``"claim"`` for a claim of the paper, whose failure is a finding that sets the figure's
+            verdict.
+        basis: where the threshold comes from, starting with one of :data:`BASES`.
+    """
 
     name: str
     value: float
     threshold: float
     relation: Relation = "<="
     passed: bool = False
+    kind: Kind = "software"
+    basis: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -49,20 +78,48 @@ class Check:
             "threshold": self.threshold,
             "relation": self.relation,
             "passed": self.passed,
+            "kind": self.kind,
+            "basis": self.basis,
         }
 
     def __str__(self) -> str:
-        mark = "ok  " if self.passed else "FAIL"
+        if self.kind == "claim":
+            mark = "holds  " if self.passed else "differs"
+        else:
+            mark = "ok     " if self.passed else "FAIL   "
         return f"{mark} {self.name}: {self.value:.4g} {self.relation} {self.threshold:.4g}"
 
 
-def check(name: str, value, threshold, relation: Relation = "<=") -> Check:
-    """A :class:`Check` that passes when ``value relation threshold`` holds and ``value`` is finite."""
+def _make(name, value, threshold, relation, kind, basis) -> Check:
     if relation not in _RELATIONS:
         raise ValueError(f"relation must be one of {', '.join(_RELATIONS)}, got {relation!r}")
+    if basis and basis.split(":")[0].strip() not in BASES:
+        raise ValueError(f"a check's basis starts with one of {', '.join(BASES)}, got {basis!r}")
     value, threshold = float(value), float(threshold)
     passed = math.isfinite(value) and _RELATIONS[relation](value, threshold)
-    return Check(name, value, threshold, relation, bool(passed))
+    return Check(name, value, threshold, relation, bool(passed), kind, basis)
+
+
+def check(name: str, value, threshold, relation: Relation = "<=", *, basis: str = "") -> Check:
+    """A software check (dlnsim's own correctness) that passes when ``value relation threshold``
+    holds and ``value`` is finite; ``basis`` says where the threshold comes from (:data:`BASES`)."""
+    return _make(name, value, threshold, relation, "software", basis)
+
+
+def claim(name: str, value, threshold, relation: Relation = "<=", *, basis: str) -> Check:
+    """A check of one of the paper's claims: it holds when ``value relation threshold`` holds. A
+    claim that does not hold is a finding (it sets the verdict), not a software failure."""
+    return _make(name, value, threshold, relation, "claim", basis)
+
+
+def verdict_of(checks) -> Verdict | None:
+    """``reproduces`` when every claim holds, ``disagrees`` when none does, ``partly`` otherwise;
+    None when there are no claims."""
+    claims = [c for c in checks if c.kind == "claim"]
+    if not claims:
+        return None
+    held = sum(c.passed for c in claims)
+    return "reproduces" if held == len(claims) else ("disagrees" if held == 0 else "partly")
 
 
 @dataclass
@@ -72,10 +129,13 @@ class Reproduction:
     Attributes:
         id: the registry id.
         figure: a ``matplotlib.figure.Figure`` (built without pyplot, so no global state).
-        checks: every quantitative agreement, as :class:`Check` objects.
+        checks: every quantitative agreement, as :class:`Check` objects: software checks and the
+            paper's claims.
         settings: the sizes, seeds, hyper-parameters and deviations from the paper actually used
             (JSON-serialisable; written to ``metrics.json``).
         arrays: the curves behind the figure (written to ``data.npz``).
+        findings: sentences that state what the run found where it matters beyond the checks
+            (a disagreement with the paper and its cause, a setting's effect).
         wall_seconds: the run time, filled in by :func:`reproduce`.
     """
 
@@ -84,32 +144,63 @@ class Reproduction:
     checks: list[Check]
     settings: dict[str, Any] = field(default_factory=dict)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    findings: list[str] = field(default_factory=list)
     wall_seconds: float = float("nan")
 
     @property
     def passed(self) -> bool:
-        return all(c.passed for c in self.checks)
+        """Whether every software check passed (the paper's claims set :attr:`verdict` instead)."""
+        return all(c.passed for c in self.checks if c.kind == "software")
 
     @property
     def failed(self) -> list[Check]:
-        return [c for c in self.checks if not c.passed]
+        """The software checks that failed."""
+        return [c for c in self.checks if c.kind == "software" and not c.passed]
+
+    @property
+    def claims(self) -> list[Check]:
+        """The checks of the paper's claims."""
+        return [c for c in self.checks if c.kind == "claim"]
+
+    @property
+    def verdict(self) -> Verdict | None:
+        """``reproduces``, ``partly`` or ``disagrees`` (:func:`verdict_of` of the claims)."""
+        return verdict_of(self.checks)
+
+    def __getitem__(self, name: str) -> Check:
+        """The check called ``name`` (a ``KeyError`` lists the names)."""
+        for c in self.checks:
+            if c.name == name:
+                return c
+        raise KeyError(f"no check {name!r}; the checks are: {[c.name for c in self.checks]}")
 
 
 @dataclass(frozen=True)
 class Experiment:
-    """A registered reproduction: its id, what it shows, its source and the function that runs it."""
+    """A registered reproduction: its id, what it shows, its source, the function that runs it and
+    its verdict at the paper's settings (the full-size run, as measured when it was registered)."""
 
     id: str
     title: str
     source: str
     run: Callable[..., Reproduction]
+    verdict: Verdict | None = None
+
+    def __post_init__(self):
+        if self.verdict is not None and self.verdict not in VERDICTS:
+            raise ValueError(f"verdict must be one of {', '.join(VERDICTS)}, got {self.verdict!r}")
 
     def __str__(self) -> str:
         return f"{self.id}  {self.title}  [{self.source}]"
 
 
 # The modules that register the built-in reproductions (one per source paper).
-_BUILT_IN = ("dlnsim._repro_curvature", "dlnsim._repro_exactng", "dlnsim._repro_fisher")
+_BUILT_IN = (
+    "dlnsim._repro.curvature",
+    "dlnsim._repro.exactng",
+    "dlnsim._repro.fisher_convergence",
+    "dlnsim._repro.fisher_kernels",
+)
 
 
 class _Registry(MutableMapping[str, Experiment]):
@@ -158,11 +249,12 @@ class _Registry(MutableMapping[str, Experiment]):
 EXPERIMENTS = _Registry()
 
 
-def register(id: str, *, title: str, source: str):
-    """Decorator: registers ``run(*, fast: bool, seed: int) -> Reproduction`` under ``id``."""
+def register(id: str, *, title: str, source: str, verdict: Verdict | None = None):
+    """Decorator: registers ``run(*, fast: bool, seed: int) -> Reproduction`` under ``id``, with
+    the verdict its full-size run gave (shown by ``dlnsim reproduce --list``)."""
 
     def decorate(run: Callable[..., Reproduction]) -> Callable[..., Reproduction]:
-        EXPERIMENTS.add(Experiment(id, title, source, run))
+        EXPERIMENTS.add(Experiment(id, title, source, run, verdict))
         return run
 
     return decorate
@@ -202,7 +294,10 @@ def metrics(rep: Reproduction, *, fast: bool, seed: int) -> dict[str, Any]:
             "fast": fast,
             "seed": seed,
             "passed": rep.passed,
+            "verdict": rep.verdict,
+            "claims_held": f"{sum(c.passed for c in rep.claims)}/{len(rep.claims)}",
             "checks": [c.as_dict() for c in rep.checks],
+            "findings": list(rep.findings),
             "settings": rep.settings,
             "wall_seconds": rep.wall_seconds,
             "machine": {

@@ -13,9 +13,9 @@ import jax
 import jax.random as jr
 import numpy as np
 
-from ._experiments import Reproduction, check, new_figure, register
-from ._online import FeedforwardNet, OnlineNGD, OnlineRun, OnlineSGD, sgd_learning_rate_search, train
-from ._tasks import correlated_input_cov
+from .._experiments import Reproduction, check, new_figure, register
+from .._online import FeedforwardNet, OnlineNGD, OnlineRun, OnlineSGD, sgd_learning_rate_search, train
+from .._tasks import correlated_input_cov
 
 SOURCE = "Bernacchia et al. 2018, Fig. 1"
 SGD_RATES = tuple(0.000625 * 2.0**k for k in range(12))  # 0.000625 ... 1.28

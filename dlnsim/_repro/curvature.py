@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from ._experiments import Reproduction, check, new_figure, register
+from .._experiments import Reproduction, check, new_figure, register
 
 SOURCE = "Huh 2020"
 RULES = ("sgd", "ngd", "sqrt-ngd", "ngd-d", "sqrt-ngd-d")
@@ -63,12 +63,12 @@ def fig1(*, fast: bool, seed: int) -> Reproduction:
     import jax.numpy as jnp
     import jax.random as jr
 
-    from . import analytic
-    from ._models import DeepLinearNet
-    from ._plotting import draw_phase_portraits
-    from ._rules import vector_field
-    from ._simulation import simulate
-    from ._tasks import Task, random_teacher
+    from .. import analytic
+    from .._models import DeepLinearNet
+    from .._plotting import draw_phase_portraits
+    from .._rules import vector_field
+    from .._simulation import simulate
+    from .._tasks import Task, random_teacher
 
     sigma_star, start, t1 = 1.0, (0.25, 1.3), 4.0
     marker_times = (0.25, 0.5, 1.0, 2.0)
@@ -270,10 +270,10 @@ def fig2(*, fast: bool, seed: int) -> Reproduction:
     import jax.numpy as jnp
     import jax.random as jr
 
-    from . import analytic
-    from ._models import DeepLinearNet
-    from ._simulation import simulate
-    from ._tasks import Task, random_teacher
+    from .. import analytic
+    from .._models import DeepLinearNet
+    from .._simulation import simulate
+    from .._tasks import Task, random_teacher
 
     sigma_stars = np.array([3.0, 2.0, 1.0]) if fast else np.array([4.0, 3.0, 2.0, 1.0, 0.5])
     saves = 600 if fast else 1500
@@ -436,10 +436,10 @@ def fig3(*, fast: bool, seed: int) -> Reproduction:
     import jax.numpy as jnp
     import jax.random as jr
 
-    from ._models import DeepLinearNet, network_map
-    from ._plotting import draw_loss, draw_modes
-    from ._simulation import simulate
-    from ._tasks import student_teacher
+    from .._models import DeepLinearNet, network_map
+    from .._plotting import draw_loss, draw_modes
+    from .._simulation import simulate
+    from .._tasks import student_teacher
 
     width = 8 if fast else 16
     depth, rank, snr, loss_tol = 4, 3, 10.0, 1e-6
@@ -656,7 +656,7 @@ def fig_s1(*, fast: bool, seed: int) -> Reproduction:
     """
     import jax.random as jr
 
-    from . import analytic
+    from .. import analytic
 
     depths = (2, 3, 4)
     width = 4 if fast else 6
@@ -793,10 +793,10 @@ def fig_s2(*, fast: bool, seed: int) -> Reproduction:
     import jax.numpy as jnp
     import jax.random as jr
 
-    from ._curvature import imbalance
-    from ._models import DeepLinearNet
-    from ._simulation import simulate
-    from ._tasks import Task, random_teacher
+    from .._curvature import imbalance
+    from .._models import DeepLinearNet
+    from .._simulation import simulate
+    from .._tasks import Task, random_teacher
 
     width, depth, t1, init_scale = 2, 3, 20.0, 0.3
     saves = 201 if fast else 801
