@@ -12,6 +12,7 @@ import contextlib
 import importlib
 import json
 import math
+import pkgutil
 import platform
 import time
 from collections.abc import Callable, Mapping, MutableMapping
@@ -194,13 +195,13 @@ class Experiment:
         return f"{self.id}  {self.title}  [{self.source}]"
 
 
-# The modules that register the built-in reproductions (one per source paper).
-_BUILT_IN = (
-    "dlnsim._repro.curvature",
-    "dlnsim._repro.exactng",
-    "dlnsim._repro.fisher_convergence",
-    "dlnsim._repro.fisher_kernels",
-)
+# The package whose modules register the built-in reproductions (one per paper or figure group).
+_BUILT_IN = "dlnsim._repro"
+
+
+def _built_in_modules() -> list[str]:
+    package = importlib.import_module(_BUILT_IN)
+    return sorted(f"{_BUILT_IN}.{m.name}" for m in pkgutil.iter_modules(package.__path__))
 
 
 class _Registry(MutableMapping[str, Experiment]):
@@ -214,7 +215,7 @@ class _Registry(MutableMapping[str, Experiment]):
     def _load(self) -> None:
         if not self._loaded:
             self._loaded = True
-            for name in _BUILT_IN:
+            for name in _built_in_modules():
                 importlib.import_module(name)
 
     def add(self, exp: Experiment) -> None:
