@@ -69,16 +69,6 @@ def test_fig2_map_dynamics(tmp_path):
     np.testing.assert_allclose(ngd["half_max_measured"], math.log(2 * (1 - 1e-4)), rtol=1e-4)
 
 
-@pytest.mark.slow  # 25-75 s at --fast on a 2-core CPU; run with -m slow
-def test_fig3_student_teacher(tmp_path):
-    rep = reproduce("curvature-fig3", tmp_path)
-    s = rep.settings
-    assert s["test_loss_min"]["sqrt-ngd"] < s["test_loss_min"]["ngd"]
-    # NGD learns every mode at t = ln 2 (its map follows W* + e^-t (W0 - W*))
-    half = np.asarray(s["half_times"]["ngd"])
-    np.testing.assert_allclose(half[np.isfinite(half)], math.log(2), rtol=2e-2)
-
-
 def test_figS1_scaling_laws(tmp_path):
     rep = reproduce("curvature-figS1", tmp_path)
     fits = rep.settings["fits"]
