@@ -32,12 +32,12 @@ def main(out_dir: Path | None = None, width: int = 512, samples: int = 32, steps
         lr = None if alpha is None else 0.5 / alpha
         res = wide.compare_with_theory(mlp, task, fisher, steps=steps, learning_rate=lr)
         results[fisher] = res
-        theory = "-" if res["alpha_theory"] is None else f"{res['alpha_theory']:.6g}"
+        theory = "-" if res.alpha_theory is None else f"{res.alpha_theory:.6g}"
         print(
-            f"{fisher:<15} alpha theory {theory:>8}  measured {res['alpha_measured']:10.6g}  "
-            f"cond {res['isotropy_condition_number']:8.4g}  lr {res['learning_rate']:.3g}  "
-            f"loss {res['train_loss'][0]:.3e} -> {res['train_loss'][-1]:.3e}  "
-            f"max dev {res['max_deviation']:.2e}  test acc {res['test_accuracy_final']:.2f}"
+            f"{fisher:<15} alpha theory {theory:>8}  measured {res.alpha_measured:10.6g}  "
+            f"cond {res.isotropy_condition_number:8.4g}  lr {res.learning_rate:.3g}  "
+            f"loss {res.train_loss[0]:.3e} -> {res.train_loss[-1]:.3e}  "
+            f"max dev {res.max_deviation:.2e}  test acc {res.test_accuracy_final:.2f}"
         )
     gd = results["bd"]
     print(f"GD on the NTK: condition number {gd['gd_ntk_condition_number']:.3g}, "
@@ -48,8 +48,8 @@ def main(out_dir: Path | None = None, width: int = 512, samples: int = 32, steps
         fig, ax = plt.subplots(figsize=(6, 4))
         t = np.arange(steps + 1)
         for name, res in results.items():
-            (line,) = ax.semilogy(t, np.maximum(res["train_loss"], 1e-30), "o", label=name)
-            ax.semilogy(t, np.maximum(res["theory_loss"], 1e-30), "-", color=line.get_color())
+            (line,) = ax.semilogy(t, np.maximum(res.train_loss, 1e-30), "o", label=name)
+            ax.semilogy(t, np.maximum(res.theory_loss, 1e-30), "-", color=line.get_color())
         ax.semilogy(t, gd["gd_theory_loss"], "k--", label="GD (NTK theory)")
         ax.set(xlabel="step", ylabel="training loss (markers: measured, lines: theory)", ylim=(1e-8, 2),
                title=f"L=3, M={width}, digits 0 vs 7, eta = 0.5/alpha")  # fmt: skip

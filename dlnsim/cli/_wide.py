@@ -176,7 +176,9 @@ def wide(
         fail(str(err))
     start = time.perf_counter()
     try:
-        summary = compare_with_theory(net, task, fis, learning_rate=lr, steps=steps, forster=forster)
+        summary = compare_with_theory(
+            net, task, fis, learning_rate=lr, steps=steps, forster=forster
+        ).as_dict()
     except FloatingPointError as err:
         fail(cli_words(str(err)), code=1)
     summary["seed"] = seed

@@ -37,6 +37,7 @@ from ._hyperparameters import ENTRYWISE_RCOND, PINV_RCOND
 from ._kernels import Kernels, active_fraction, analytic_kernels, empirical_kernels, signal_variances
 from ._mlp import MLP, Signals, layer_grams, ntk, signals
 from ._theory import (
+    TheoryComparison,
     alpha_theory,
     analytic_theta_bar,
     compare_with_theory,
@@ -82,6 +83,7 @@ __all__ = [
     "analytic_theta_bar",
     "as_fisher",
     "as_flow_task",
+    "TheoryComparison",
     "compare_with_theory",
     "digits_task",
     "empirical_kernels",

@@ -8,6 +8,9 @@ Alpha itself is a method of each Fisher (:meth:`dlnsim.wide.AbstractFisher.alpha
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
+from typing import Any
+
 import numpy as np
 
 from .._checks import as_real_array, check_integer, check_positive, check_real
@@ -148,6 +151,101 @@ def _loss_curve(fs, y, loss: str) -> np.ndarray:
     return np.asarray([float(task_loss(f, y, loss)) for f in fs])
 
 
+@dataclass(frozen=True)
+class TheoryComparison:
+    """A discrete NGD run on a wide net set against the NTK theory (:func:`compare_with_theory`).
+
+    The setting: ``fisher``, ``loss``, ``damping`` (the Fisher's ρ), ``depth``, ``widths``,
+    ``activation``, ``shift``, ``sigma_w2``, ``sigma_b2``, ``bias``, ``samples``, ``test_samples``,
+    ``n_params``, ``task`` (its description), ``forster``, ``learning_rate`` (η) and ``steps``.
+
+    Attributes:
+        alpha_theory: the theory's α (None where the paper gives none).
+        alpha_measured: the mean of the measured Θ̄'s diagonal.
+        isotropy_condition_number: λ_max / λ_min of the measured Θ̄ (1 when isotropic).
+        theta_bar_offdiag_max: the largest off-diagonal entry of the measured Θ̄.
+        theory: which prediction the curves follow: ``"(1 - eta alpha)^t"`` (eq. 10) or
+            ``"S.26, measured Theta_bar"`` (the linearised model).
+        train_loss, theory_loss: the training loss per step, measured and predicted (steps + 1).
+        deviation: ||f_t - f_t^theory|| / ||f_0 - y|| per step; :attr:`max_deviation` is its maximum.
+        test_loss, test_loss_theory: the test loss per step, measured and by the linearised model
+            (None for cross-entropy).
+        test_max_deviation: the largest test-output deviation from the linearised model, relative to
+            max |f_0(x')| (None for cross-entropy).
+        test_accuracy_initial, test_accuracy_final, test_accuracy_theory_final: classification
+            accuracies (None for a regression task).
+        gd_ntk_eigenvalues, gd_learning_rate, gd_theory_loss, gd_theory_test_loss: gradient descent
+            on the NTK at its optimal rate 2 / (λ_min + λ_max), for comparison (S.24-S.26).
+    """
+
+    fisher: str
+    loss: str
+    damping: float
+    depth: int
+    widths: tuple[int, ...]
+    activation: str
+    shift: float
+    sigma_w2: float
+    sigma_b2: float
+    bias: bool
+    samples: int
+    test_samples: int
+    n_params: int
+    task: str
+    forster: bool
+    alpha_theory: float | None
+    alpha_measured: float
+    isotropy_condition_number: float
+    theta_bar_offdiag_max: float
+    theory: str
+    learning_rate: float
+    steps: int
+    train_loss: np.ndarray
+    theory_loss: np.ndarray
+    deviation: np.ndarray
+    test_loss: np.ndarray
+    test_loss_theory: np.ndarray | None
+    test_max_deviation: float | None
+    test_accuracy_initial: float | None
+    test_accuracy_final: float | None
+    test_accuracy_theory_final: float | None
+    gd_ntk_eigenvalues: np.ndarray
+    gd_learning_rate: float
+    gd_theory_loss: np.ndarray
+    gd_theory_test_loss: np.ndarray
+
+    @property
+    def max_deviation(self) -> float:
+        """The largest relative deviation of the training outputs from the theory."""
+        return float(np.max(self.deviation))
+
+    @property
+    def gd_ntk_condition_number(self) -> float:
+        """λ_max / λ_min of the NTK on the training samples."""
+        ev = self.gd_ntk_eigenvalues
+        return float(ev.max() / ev.min())
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON-ready summary (arrays as lists) that ``dlnsim wide`` writes to summary.json."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, np.ndarray):
+                value = value.tolist()
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+            if f.name == "deviation":
+                out["max_deviation"] = self.max_deviation
+            if f.name == "gd_ntk_eigenvalues":
+                out["gd_ntk_condition_number"] = self.gd_ntk_condition_number
+        return out
+
+    def __getitem__(self, key: str):
+        """``result["name"]``: the summary entry ``name`` (the earlier dict interface keeps working)."""
+        return self.as_dict()[key]
+
+
 def compare_with_theory(
     mlp: MLP,
     task: WideTask,
@@ -156,7 +254,7 @@ def compare_with_theory(
     learning_rate: float | None = None,
     steps: int = 10,
     forster: bool = False,
-) -> dict:
+) -> TheoryComparison:
     """Trains ``mlp`` on ``task`` with discrete NGD and sets the run against the theory.
 
     Measures Theta_bar = J G^+ J^T / N on the training samples (alpha = mean of its diagonal, and the
@@ -169,7 +267,8 @@ def compare_with_theory(
     - test: the linearised model S.26 with this approximation's measured Theta_bar(x', x);
     - GD on the NTK with eta = 2 / (lambda_min + lambda_max), for comparison.
 
-    Returns a dict with the summary numbers (JSON-ready) and ``"curves"``: per-step arrays.
+    Returns a :class:`TheoryComparison`: the setting, the measured and predicted numbers and the
+    per-step curves (``.as_dict()`` gives the JSON-ready summary that ``dlnsim wide`` writes).
     """
     check_task_fits(mlp, task)
     fisher = as_fisher(fisher)
@@ -214,49 +313,44 @@ def compare_with_theory(
     ev = np.linalg.eigvalsh(0.5 * (k + k.T))
     lr_gd = gd_optimal_learning_rate(ev)
     gd_train, gd_test = linearized_dynamics(k, k_test, f0, f0t, y, lr_gd, steps)
-    out = {
-        "fisher": fisher.name,
-        "loss": fisher.loss,
-        "damping": float(fisher.damping),
-        "depth": mlp.depth,
-        "widths": list(mlp.widths),
-        "activation": mlp.activation,
-        "shift": mlp.shift,
-        "sigma_w2": mlp.sigma_w2,
-        "sigma_b2": mlp.sigma_b2,
-        "bias": mlp.has_bias,
-        "samples": n,
-        "test_samples": int(task.x_test.shape[0]),
-        "n_params": mlp.n_params,
-        "task": task.description,
-        "forster": bool(forster),
-        "alpha_theory": alpha_th,
-        "alpha_measured": alpha_measured,
-        "isotropy_condition_number": cond,
-        "theta_bar_offdiag_max": float(np.abs(tbar - np.diag(np.diag(tbar))).max()),
-        "theory": "(1 - eta alpha)^t"
+    return TheoryComparison(
+        fisher=fisher.name,
+        loss=fisher.loss,
+        damping=float(fisher.damping),
+        depth=mlp.depth,
+        widths=tuple(int(w) for w in mlp.widths),
+        activation=mlp.activation,
+        shift=mlp.shift,
+        sigma_w2=mlp.sigma_w2,
+        sigma_b2=mlp.sigma_b2,
+        bias=mlp.has_bias,
+        samples=n,
+        test_samples=int(task.x_test.shape[0]),
+        n_params=mlp.n_params,
+        task=task.description,
+        forster=bool(forster),
+        alpha_theory=alpha_th,
+        alpha_measured=alpha_measured,
+        isotropy_condition_number=cond,
+        theta_bar_offdiag_max=float(np.abs(tbar - np.diag(np.diag(tbar))).max()),
+        theory="(1 - eta alpha)^t"
         if alpha_th is not None or fisher.loss != "mse"
         else "S.26, measured Theta_bar",
-        "learning_rate": lr,
-        "steps": int(steps),
-        "train_loss": run.train_loss.tolist(),
-        "theory_loss": theory_loss.tolist(),
-        "max_deviation": float(dev.max()),
-        "deviation": dev.tolist(),
-        "test_loss": run.test_loss.tolist(),
-        "test_loss_theory": None if f_lin_test is None else _loss_curve(f_lin_test, yt, "mse").tolist(),
-        "test_max_deviation": None
+        learning_rate=lr,
+        steps=int(steps),
+        train_loss=np.asarray(run.train_loss, float),
+        theory_loss=np.asarray(theory_loss, float),
+        deviation=np.asarray(dev, float),
+        test_loss=np.asarray(run.test_loss, float),
+        test_loss_theory=None if f_lin_test is None else _loss_curve(f_lin_test, yt, "mse"),
+        test_max_deviation=None
         if f_lin_test is None
         else float(np.abs(run.f_test - f_lin_test).max() / max(np.abs(f0t).max(), 1e-300)),
-        "test_accuracy_initial": _accuracy(f0t, yt, task.kind),
-        "test_accuracy_final": _accuracy(run.f_test[-1], yt, task.kind),
-        "test_accuracy_theory_final": None
-        if f_lin_test is None
-        else _accuracy(f_lin_test[-1], yt, task.kind),
-        "gd_ntk_eigenvalues": ev.tolist(),
-        "gd_ntk_condition_number": float(ev.max() / ev.min()),
-        "gd_learning_rate": lr_gd,
-        "gd_theory_loss": _loss_curve(gd_train, y, "mse").tolist(),
-        "gd_theory_test_loss": _loss_curve(gd_test, yt, "mse").tolist(),
-    }
-    return out
+        test_accuracy_initial=_accuracy(f0t, yt, task.kind),
+        test_accuracy_final=_accuracy(run.f_test[-1], yt, task.kind),
+        test_accuracy_theory_final=None if f_lin_test is None else _accuracy(f_lin_test[-1], yt, task.kind),
+        gd_ntk_eigenvalues=np.asarray(ev, float),
+        gd_learning_rate=lr_gd,
+        gd_theory_loss=_loss_curve(gd_train, y, "mse"),
+        gd_theory_test_loss=_loss_curve(gd_test, yt, "mse"),
+    )
