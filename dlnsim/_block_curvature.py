@@ -6,10 +6,19 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array, Float
 
-from ._checks import check_nonnegative, check_positive
+from ._checks import as_real_array, check_covariance, check_nonnegative, check_positive
 from ._curvature_base import AbstractCurvature, all_square, choose, hyperparameter
-from ._linalg import divided_differences, inv, power_and_derivative, spectral_power, svd
+from ._linalg import (
+    divided_differences,
+    eigh,
+    inv,
+    power_and_derivative,
+    psd_function_apply,
+    spectral_power,
+    svd,
+)
 from ._models import Weights, network_map, prefix_products, suffix_products
 from ._tasks import Task
 
@@ -98,6 +107,79 @@ class BlockDiagonalGaussNewton(AbstractCurvature):
             eps = float(jnp.finfo(dtype).eps)
             return (10.0 * max(b.shape + fa.shape) * eps) ** 2
         return self._rcond(b.shape[1] * fa.shape[0], dtype)
+
+
+class CovarianceCurvature(AbstractCurvature):
+    """Bernacchia et al. 2018's covariance form of the layer-wise Fisher (eqs. 10, 13-15, 20).
+
+    Block i is d (<e_i e_i^T> + sqrt(lambda) I) (x) (<x_{i-1} x_{i-1}^T> + sqrt(lambda) I), with
+    <e_i e_i^T> = W_>i^T Sigma~^-1 W_>i (eq. 14) and <x_{i-1} x_{i-1}^T> = W_<i Sigma_x W_<i^T (eq. 15).
+    It preconditions the gradient of the Gaussian negative log-likelihood with output noise
+    covariance Sigma~, -<e_i x_{i-1}^T> = W_>i^T Sigma~^-1 (W - W*) Sigma_x W_<i^T (eq. 13), which is
+    the task's loss gradient when Sigma~ = I. Powers act factor by factor, (A (x) B)^(-s) =
+    A^(-s) (x) B^(-s), each factor's pseudo-inverse cut at its own rank cutoff; a damping eps > 0 of
+    the whole block (Huh 2020, eq. 17) acts on the products of the factors' eigenvalues.
+
+    At power 1 without eps this is :class:`dlnsim.BernacchiaFlow`'s eq. 10 (eq. 20 with lambda);
+    with Sigma~ = I and lambda = 0 it equals :class:`BlockDiagonalGaussNewton` (NGD-d), so it composes
+    with any rule of :class:`dlnsim.NaturalGradientFlow` (q-NGD-d with Bernacchia's damping).
+
+    Attributes:
+        output_cov: Sigma~ (None: the identity), symmetric positive definite.
+        lam: the Levenberg-Marquardt lambda of eq. 20 (sqrt(lambda) on each factor), an array leaf.
+    """
+
+    output_cov: Float[Array, "n n"] | None = None
+    lam: Float[Array, ""] = eqx.field(
+        default=0.0, converter=lambda v: hyperparameter("lam", v, check_nonnegative)
+    )
+
+    def __check_init__(self):
+        if self.output_cov is not None:
+            check_covariance("output_cov", as_real_array("output_cov", self.output_cov, 2), definite=True)
+
+    def _apply(self, weights, task, power, damping, scale):
+        """(scale d blockdiag(A_i (x) B_i) + damping)^(-power) g (see the class docstring)."""
+        pre, suf = prefix_products(weights), suffix_products(weights)
+        nd, d = weights[-1].shape[0], len(weights)
+        dtype = jnp.result_type(weights[0], task.teacher)
+        if self.output_cov is not None and tuple(self.output_cov.shape) != (nd, nd):
+            raise ValueError(
+                f"output_cov must be ({nd}, {nd}) to match the net's output width {nd}, "
+                f"got {tuple(self.output_cov.shape)}"
+            )
+        precision = (
+            jnp.eye(nd, dtype=dtype) if self.output_cov is None else inv(jnp.asarray(self.output_cov, dtype))
+        )
+        delta = network_map(weights) - task.teacher
+        shift = jnp.sqrt(self.lam)
+        out = []
+        for a, b in zip(pre, suf, strict=True):
+            err = b.T @ precision @ b
+            act = a @ task.input_cov @ a.T
+            grad = b.T @ precision @ delta @ task.input_cov @ a.T
+            rc_err, rc_act = self._rcond(err.shape[0], dtype), self._rcond(act.shape[0], dtype)
+
+            def by_factors(err=err, act=act, grad=grad, rc_err=rc_err, rc_act=rc_act):
+                left = psd_function_apply(err, grad, power, shift, rc_err)
+                return (scale * d) ** (-power) * psd_function_apply(act, left.T, power, shift, rc_act).T
+
+            def by_products(err=err, act=act, grad=grad, rc_err=rc_err, rc_act=rc_act):
+                ee, ue = eigh(err)
+                ea, ua = eigh(act)
+                # the factors' cut eigenvalues stay cut (pseudo-inverse), as in by_factors
+                keep_e = (ee + shift > rc_err * jnp.max(ee)).astype(dtype)
+                keep_a = (ea + shift > rc_act * jnp.max(ea)).astype(dtype)
+                mu = scale * d * (ee + shift)[:, None] * (ea + shift)[None, :]
+                f = (
+                    spectral_power(mu, power=power, damping=damping, rcond=0.0)
+                    * keep_e[:, None]
+                    * keep_a[None, :]
+                )
+                return ue @ (f * (ue.T @ grad @ ua)) @ ua.T
+
+            out.append(choose(damping == 0.0, by_factors, by_products))
+        return tuple(out)
 
 
 # The inverse paths of the block rules require every estimated condition number to be 10x inside
@@ -226,6 +308,7 @@ def _is_ngd(power, damping):
 
 __all__ = [
     "BlockDiagonalGaussNewton",
+    "CovarianceCurvature",
     "condition_estimate",
     "layer_inverse_chains",
     "spectral_norm_estimate",

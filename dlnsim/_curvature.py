@@ -9,7 +9,8 @@ Every curvature implements the one interface of :class:`AbstractCurvature` (``_a
 ``precondition`` and ``normalized_precondition`` built on it): the exact H+ by three strategies,
 :class:`DenseGaussNewton`, :class:`KrylovGaussNewton` and :class:`BalancedGaussNewton`, with
 :class:`GaussNewton` choosing among them (``method="auto"``, or a name); and the layer-wise
-:class:`BlockDiagonalGaussNewton` (``dlnsim._block_curvature``). Their hyperparameters (rcond; the
+:class:`BlockDiagonalGaussNewton` and Bernacchia et al. 2018's covariance form
+:class:`CovarianceCurvature` (``dlnsim._block_curvature``). Their hyperparameters (rcond; the
 power and damping they are applied with) are array leaves (``dlnsim._curvature_base``).
 """
 
@@ -22,6 +23,7 @@ import jax.numpy as jnp
 
 from ._block_curvature import (
     BlockDiagonalGaussNewton,
+    CovarianceCurvature,
     condition_estimate,
     layer_inverse_chains,
     spectral_norm_estimate,
@@ -319,6 +321,7 @@ __all__ = [
     "AbstractGaussNewton",
     "BalancedGaussNewton",
     "BlockDiagonalGaussNewton",
+    "CovarianceCurvature",
     "CURVATURE_METHODS",
     "DenseGaussNewton",
     "GaussNewton",

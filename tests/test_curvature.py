@@ -260,3 +260,49 @@ def test_field_jvp_matches_finite_differences(widths, init, rule, kw):
     fd = [(p - m) / (2 * h) for p, m in zip(plus, minus)]
     assert all(bool(jnp.all(jnp.isfinite(t))) for t in tangent)
     assert rel_err(tangent, fd) <= 1e-6
+
+
+def _dense_covariance_update(weights, task, output_cov, lam, q, eps):
+    """(d blockdiag((A_i + sqrt(lam)) (x) (B_i + sqrt(lam))) + eps)^(-1/q) g_i per layer, from the
+    column-major Kronecker matrix of each block by numpy eigh (Bernacchia et al. 2018, eqs. 10-15, 20)."""
+    ws = [np.asarray(w) for w in weights]
+    d, nd = len(ws), ws[-1].shape[0]
+    prec = np.linalg.inv(np.asarray(output_cov)) if output_cov is not None else np.eye(nd)
+    cov, delta = np.asarray(task.input_cov), np.asarray(dlnsim.network_map(weights) - task.teacher)
+    pre, suf = prefix_products(weights), suffix_products(weights)
+    out = []
+    for a, b in zip(pre, suf, strict=True):
+        a, b = np.asarray(a), np.asarray(b)
+        err = b.T @ prec @ b + np.sqrt(lam) * np.eye(b.shape[1])
+        act = a @ cov @ a.T + np.sqrt(lam) * np.eye(a.shape[0])
+        grad = b.T @ prec @ delta @ cov @ a.T
+        block = d * np.kron(act, err)  # vec(err X act) = (act (x) err) vec(X), column-major
+        evals, evecs = np.linalg.eigh(block)
+        keep = evals + eps > 1e-12 * evals.max()
+        f = np.where(keep, np.where(keep, evals + eps, 1.0) ** (-1.0 / q), 0.0)
+        out.append(-((evecs * f) @ evecs.T @ grad.reshape(-1, order="F")).reshape(grad.shape, order="F"))
+    return out
+
+
+@pytest.mark.parametrize("widths", [(3, 5, 4, 2), (4, 4, 4)])
+def test_covariance_curvature_is_bernacchia_and_composes_with_any_rule(widths):
+    """CovarianceCurvature at q = 1 is BernacchiaFlow (eq. 10, eq. 20 with lambda); with Sigma~ = I
+    and lambda = 0 it is NGD-d's block-diagonal H+; any q and eps match the dense Kronecker blocks."""
+    weights, task = make_problem(widths)
+    nd = widths[-1]
+    out_cov = np.asarray(dlnsim.correlated_input_cov(jr.PRNGKey(7), nd))
+    for lam in (0.0, 0.01):
+        ours = dlnsim.NaturalGradientFlow(dlnsim.CovarianceCurvature(out_cov, lam), q=1.0)(0.0, weights, task)
+        theirs = dlnsim.BernacchiaFlow(out_cov, lam=lam)(0.0, weights, task)
+        assert rel_err(ours, theirs) < 1e-10, lam
+    for q in (1.0, 2.0):
+        ours = dlnsim.NaturalGradientFlow(dlnsim.CovarianceCurvature(), q=q)(0.0, weights, task)
+        block = dlnsim.NaturalGradientFlow(dlnsim.BlockDiagonalGaussNewton(), q=q)(0.0, weights, task)
+        assert rel_err(ours, block) < 1e-10, q
+    curvature = dlnsim.CovarianceCurvature(out_cov, 0.01)
+    for q, eps in ((2.0, 0.0), (2.0, 0.1), (3.0, 0.05)):
+        ours = curvature.precondition(weights, task, power=1.0 / q, damping=eps)
+        want = _dense_covariance_update(weights, task, out_cov, 0.01, q, eps)
+        assert rel_err([-o for o in ours], want) < 1e-9, (q, eps)
+    with pytest.raises(ValueError, match="output_cov must be"):
+        dlnsim.CovarianceCurvature(np.eye(nd + 1)).precondition(weights, task, power=1.0)
