@@ -5,7 +5,8 @@ Modules by concept, imports flowing one way: ``_activations`` -> ``_mlp`` (netwo
 products, Grams) -> ``_kernels`` (analytic kernels) -> ``_fisher`` (the interface and the layer-wise
 family) -> ``_fisher_kfac``, ``_fisher_diag`` -> ``_factory`` (names to classes) -> ``_data`` ->
 ``_train`` (NGD, one ``lax.scan``) -> ``_theory`` (alpha, predictions, ``compare_with_theory``);
-``_flow`` (the curvature-corrected flows in continuous time) -> ``_flow_theory`` (their NTK theory).
+``_model_flow`` (flows of any equinox model from autodiff Jacobians) -> ``_flow`` (the
+curvature-corrected flows in continuous time) -> ``_flow_theory`` (their NTK theory).
 """
 
 from ._activations import ACTIVATIONS
@@ -36,6 +37,7 @@ from ._flow_theory import (
 from ._hyperparameters import ENTRYWISE_RCOND, PINV_RCOND
 from ._kernels import Kernels, active_fraction, analytic_kernels, empirical_kernels, signal_variances
 from ._mlp import MLP, Signals, layer_grams, ntk, signals
+from ._model_flow import MODEL_FISHERS, Batched, ModelFlow, module_blocks
 from ._theory import (
     TheoryComparison,
     alpha_theory,
@@ -49,6 +51,10 @@ from ._theory import (
 from ._train import NGD, NGDState, TrainResult, ngd, run_ngd, task_loss, train
 
 __all__ = [
+    "MODEL_FISHERS",
+    "Batched",
+    "ModelFlow",
+    "module_blocks",
     "ACTIVATIONS",
     "ENTRYWISE_RCOND",
     "FISHERS",

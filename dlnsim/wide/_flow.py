@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import diffrax
 import equinox as eqx
@@ -36,6 +37,7 @@ from ._factory import as_fisher
 from ._fisher import AbstractFisher
 from ._hyperparameters import concrete, hyperparameter
 from ._mlp import MLP, _as_update, _vjp_all, check_data, check_mlp, signals
+from ._model_flow import ModelFlow
 
 # The rules of the wide flows, named as for the deep linear nets (``dlnsim rules``).
 FLOW_RULES: dict[str, str] = {
@@ -178,11 +180,12 @@ class FlowTrajectory:
 
     Attributes:
         times: (T,) the save times.
-        residuals: (T, N, C) the training residuals f_t - y.
-        train_loss: (T,) L = sum_n ||f_t(x_n) - y_n||^2 / (2N) (eq. 3).
+        residuals: (T, N, C) the training residuals f_t - y (softmax(f_t) - y for a cross-entropy
+            Fisher, S.159).
+        train_loss: (T,) L = sum_n ||f_t(x_n) - y_n||^2 / (2N) (eq. 3), or the mean cross-entropy.
         test_outputs: (T, N', C) f_t on the test inputs, or None without a test set.
-        test_loss: (T,) the test MSE, or None.
-        mlp: the network at the final time.
+        test_loss: (T,) the test loss (the same loss), or None.
+        mlp: the network (or model) at the final time.
         num_steps: accepted solver steps.
     """
 
@@ -191,37 +194,90 @@ class FlowTrajectory:
     train_loss: np.ndarray
     test_outputs: np.ndarray | None
     test_loss: np.ndarray | None
-    mlp: MLP
+    mlp: Any
     num_steps: int
+
+    @property
+    def model(self):
+        """The model at the final time (the same as ``mlp``)."""
+        return self.mlp
 
 
 def _mse(r: np.ndarray) -> np.ndarray:
     return 0.5 * np.mean(np.sum(r**2, axis=-1), axis=-1)
 
 
+def _softmax(f: np.ndarray) -> np.ndarray:
+    z = np.exp(f - f.max(axis=-1, keepdims=True))
+    return z / z.sum(axis=-1, keepdims=True)
+
+
+def _cross_entropy(f: np.ndarray, y: np.ndarray) -> np.ndarray:
+    shifted = f - f.max(axis=-1, keepdims=True)
+    log_p = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    return -np.mean(np.sum(y * log_p, axis=-1), axis=-1)
+
+
 def _observe(t, mlp, task: FlowTask):
     test = mlp(task.x_test) if task.x_test is not None else None
-    return mlp(task.x) - task.y, test
+    return mlp(task.x), test
+
+
+def _check_model(model, task: FlowTask) -> None:
+    """The one-line checks of a general model: it maps x (N, M0) to outputs of y's shape."""
+    if not eqx.is_array_like(model) and not jax.tree_util.tree_leaves(
+        eqx.filter(model, eqx.is_inexact_array)
+    ):
+        raise ValueError("the model has no floating-point parameter arrays to integrate")
+    for x, y, name in ((task.x, task.y, "x"), (task.x_test, task.y_test, "x_test")):
+        if x is None:
+            continue
+        hint = "a per-example module needs dlnsim.wide.Batched(module)"
+        try:
+            shape = jax.eval_shape(model, x).shape
+        except (TypeError, ValueError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ValueError(
+                f"the model cannot be applied to {name} of shape {tuple(x.shape)} ({first}); {hint}"
+            ) from None
+        if shape != y.shape:
+            raise ValueError(
+                f"the model maps {name} of shape {tuple(x.shape)} to outputs of shape {tuple(shape)}, "
+                f"but the targets have shape {tuple(y.shape)}; {hint}"
+            )
+
+
+def _loss_name(field) -> str:
+    return field.fisher.loss if isinstance(field, FisherFlow) else "mse"
 
 
 @eqx.filter_jit
 def _solve(field, mlp, task, t0, t1, ts, dt0, rtol, atol, solver, max_steps):
-    saveat = diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=ts, fn=_observe), diffrax.SubSaveAt(t1=True)])
+    # the state is the model's floating-point arrays; the rest (activations, sizes) stays fixed
+    params, static = eqx.partition(mlp, eqx.is_inexact_array)
+
+    def velocity(t, p, args):
+        return eqx.filter(field(t, eqx.combine(p, static), args), eqx.is_inexact_array)
+
+    def observe(t, p, args):
+        return _observe(t, eqx.combine(p, static), args)
+
+    saveat = diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=ts, fn=observe), diffrax.SubSaveAt(t1=True)])
     sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(field), solver, t0, t1, dt0, mlp, args=task, saveat=saveat,
+        diffrax.ODETerm(velocity), solver, t0, t1, dt0, params, args=task, saveat=saveat,
         stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol), max_steps=max_steps, throw=False,
     )  # fmt: skip
     return (
         sol.ts[0],
         sol.ys[0],
-        jax.tree.map(lambda a: a[0], sol.ys[1]),
+        eqx.combine(jax.tree.map(lambda a: a[0], sol.ys[1]), static),
         sol.result,
         sol.stats["num_accepted_steps"],
     )
 
 
 def _blow_up_hint(field) -> str:
-    if isinstance(field, FisherFlow) and concrete(field.rho) == 0 and concrete(field.power) != 0:
+    if isinstance(field, FisherFlow | ModelFlow) and concrete(field.rho) == 0 and concrete(field.power) != 0:
         return (
             "the pseudo-inverse Fisher's speed diverges where G~ loses rank; use rho > 0 (damped-ngd), a "
             "larger q, a shorter t1 or a larger max_steps"
@@ -260,20 +316,31 @@ def simulate_flow(
     """Integrates d theta/dt = field(t, theta, task) from the network ``mlp`` over [t0, t1] with diffrax
     (Tsit5 with a PID controller, rtol 1e-8 and atol 1e-10 by default, as :func:`dlnsim.simulate`).
 
-    ``field`` is a :class:`FisherFlow` (see :func:`flow_field`) or any f(t, mlp, task) returning an
-    MLP-shaped pytree; ``task`` a :class:`FlowTask` or :class:`~dlnsim.wide.WideTask`; ``saveat`` the
-    save times (an array or a ``diffrax.SaveAt(ts=...)``; default 101 evenly spaced). The field's
+    ``mlp`` is a :class:`~dlnsim.wide.MLP`, or any equinox model mapping x (N, M0) to outputs (N, C)
+    (for example ``Batched(eqx.nn.MLP(...))``) with a :class:`~dlnsim.wide.ModelFlow` field.
+    ``field`` is a :class:`FisherFlow` (see :func:`flow_field`), a :class:`ModelFlow`, or any
+    f(t, model, task) returning a pytree of the model's structure; ``task`` a :class:`FlowTask` or
+    :class:`~dlnsim.wide.WideTask`; ``saveat`` the save times (an array or a
+    ``diffrax.SaveAt(ts=...)``; default 101 evenly spaced). The field's
     hyperparameters are traced, so new q or rho reuse the compiled solve. A field that is non-finite at
     t0, or a run that fails or turns non-finite, raises :class:`~dlnsim.DynamicsBlowUpError` with the time
     reached and a hint.
     """
-    check_mlp(mlp)
     task = as_flow_task(task)
-    check_data(mlp, task.x, task.y)
-    if task.has_test:
-        check_data(mlp, task.x_test, task.y_test, "x_test")
     if not callable(field):
         raise TypeError(f"field must be a vector field f(t, mlp, task), got {type(field).__name__}")
+    if isinstance(mlp, MLP):
+        check_mlp(mlp)
+        check_data(mlp, task.x, task.y)
+        if task.has_test:
+            check_data(mlp, task.x_test, task.y_test, "x_test")
+    elif isinstance(field, FisherFlow):
+        raise TypeError(
+            f"FisherFlow acts on a dlnsim.wide.MLP, got a {type(mlp).__name__}; use "
+            "dlnsim.wide.ModelFlow (exact, bd, diagonal) for another equinox model"
+        )
+    else:
+        _check_model(mlp, task)
     t0, t1 = check_real("t0", t0), check_real("t1", t1)
     if not t1 > t0:
         raise ValueError(f"t1 must be greater than t0 = {t0}, got {t1}")
@@ -284,13 +351,15 @@ def simulate_flow(
         raise DynamicsBlowUpError(
             t0, "the field is not finite (NaN or inf) at the initial network", _blow_up_hint(field)
         )
-    dtype = mlp.weights[0].dtype
-    times, (res, test), final, result, steps = _solve(
+    dtype = jax.tree_util.tree_leaves(eqx.filter(mlp, eqx.is_inexact_array))[0].dtype
+    times, (outputs, test), final, result, steps = _solve(
         field, mlp, task, jnp.asarray(t0, dtype), jnp.asarray(t1, dtype), jnp.asarray(ts, dtype),
         None if dt0 is None else jnp.asarray(dt0, dtype), rtol, atol, solver or diffrax.Tsit5(), max_steps,
     )  # fmt: skip
-    times, res = np.asarray(times), np.asarray(res)
+    times, outputs = np.asarray(times), np.asarray(outputs)
     test = None if test is None else np.asarray(test)
+    y = np.asarray(task.y)[None]
+    res = outputs - y
     finite = np.isfinite(times) & np.all(np.isfinite(res), axis=(1, 2))
     if test is not None:
         finite &= np.all(np.isfinite(test), axis=(1, 2))
@@ -301,8 +370,14 @@ def simulate_flow(
         )
     if n_ok < finite.size:
         raise DynamicsBlowUpError(times[n_ok], "the state became non-finite", _blow_up_hint(field))
-    test_loss = None if test is None else _mse(test - np.asarray(task.y_test)[None])
-    return FlowTrajectory(times, res, _mse(res), test, test_loss, final, int(steps))
+    if _loss_name(field) == "cross-entropy":
+        res = _softmax(outputs) - y
+        train_loss = _cross_entropy(outputs, y)
+        test_loss = None if test is None else _cross_entropy(test, np.asarray(task.y_test)[None])
+    else:
+        train_loss = _mse(res)
+        test_loss = None if test is None else _mse(test - np.asarray(task.y_test)[None])
+    return FlowTrajectory(times, res, train_loss, test, test_loss, final, int(steps))
 
 
 __all__ = [
