@@ -225,9 +225,7 @@ def _observe(t, mlp, task: FlowTask):
 
 def _check_model(model, task: FlowTask) -> None:
     """The one-line checks of a general model: it maps x (N, M0) to outputs of y's shape."""
-    if not eqx.is_array_like(model) and not jax.tree_util.tree_leaves(
-        eqx.filter(model, eqx.is_inexact_array)
-    ):
+    if not jax.tree_util.tree_leaves(eqx.filter(model, eqx.is_inexact_array)):
         raise ValueError("the model has no floating-point parameter arrays to integrate")
     for x, y, name in ((task.x, task.y, "x"), (task.x_test, task.y_test, "x_test")):
         if x is None:

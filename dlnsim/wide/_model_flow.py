@@ -27,11 +27,12 @@ from typing import Any, ClassVar
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float
 
 from .._checks import check_q
 from .._curvature_base import hyperparameter as checked_leaf
-from .._linalg import eigh, spectral_power
+from .._linalg import psd_function_apply, spectral_power
 from ._hyperparameters import ENTRYWISE_RCOND, PINV_RCOND, concrete, hyperparameter, rank_cutoff
 
 # The Fishers a ModelFlow computes from autodiff Jacobians alone.
@@ -53,11 +54,6 @@ def module_blocks(path: tuple) -> Hashable:
     """The default ``bd`` block of a parameter array: its path without the last entry, so each
     submodule's arrays (a ``Linear``'s weight and bias) form one block."""
     return tuple(str(k) for k in path[:-1])
-
-
-def _power_apply(k, v, power, rho, rcond):
-    evals, evecs = eigh(0.5 * (k + k.T))
-    return evecs @ (spectral_power(evals, power=power, damping=rho, rcond=rcond) * (evecs.T @ v))
 
 
 class ModelFlow(eqx.Module):
@@ -128,15 +124,11 @@ class ModelFlow(eqx.Module):
         mats = [leaf.reshape(n * c, -1) for _, leaf in leaves]
         rv = r.reshape(-1)
         if self.fisher == "diagonal":
-            updates = []
-            diag = [jnp.sum(m**2, axis=0) / n for m in mats]
-            top = jnp.max(jnp.stack([d.max() for d in diag]))
             grads = jax.tree_util.tree_leaves(grad)
-            for d, g in zip(diag, grads, strict=True):
-                shifted = d + self.rho
-                keep = shifted > self.rcond * top
-                scale = jnp.where(keep, jnp.where(keep, shifted, 1.0) ** (-self.power), 0.0)
-                updates.append(scale.reshape(g.shape) * g)
+            diag = jnp.concatenate([jnp.sum(m**2, axis=0) / n for m in mats])  # diag(G), flat
+            scale = spectral_power(diag, power=self.power, damping=self.rho, rcond=self.rcond)
+            splits = np.cumsum([g.size for g in grads])[:-1]
+            updates = [s.reshape(g.shape) * g for s, g in zip(jnp.split(scale, splits), grads, strict=True)]
         else:
             if self.fisher == "exact":
                 groups = {0: list(range(len(mats)))}
@@ -147,7 +139,7 @@ class ModelFlow(eqx.Module):
             updates = [None] * len(mats)
             for members in groups.values():
                 k = sum(mats[i] @ mats[i].T for i in members)
-                v = _power_apply(k / n, rv, self.power, self.rho, self.rcond) / n
+                v = psd_function_apply(k / n, rv, self.power, self.rho, self.rcond) / n
                 for i in members:
                     updates[i] = (mats[i].T @ v).reshape(leaves[i][1].shape[1:])
             if concrete(self.power) is None:  # a traced s: q = inf selected by array code
