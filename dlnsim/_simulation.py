@@ -29,9 +29,23 @@ from ._run_checks import (
     _split_weights,
     check_run,
 )
+from ._tasks import determinant_saddle_loss
 
 DEFAULT_RTOL = 1e-8
 DEFAULT_ATOL = 1e-10
+
+
+class _AtDeterminantSaddle(eqx.Module):
+    """Event condition: the loss has fallen to ``threshold`` above the determinant saddle's loss
+    while the map's determinant still has the sign that forbids reaching the target (see
+    :func:`determinant_saddle_loss`)."""
+
+    threshold: Array
+    sign: Array
+
+    def __call__(self, t, y, args, **kwargs):
+        w_map = network_map(y)
+        return (args.loss(w_map) <= self.threshold) & (jnp.linalg.slogdet(w_map)[0] == self.sign)
 
 
 class _LossReached(eqx.Module):
@@ -57,6 +71,7 @@ def simulate(
     max_steps: int = 200_000,
     loss_threshold: float | None = None,
     progress_meter: diffrax.AbstractProgressMeter | None = None,
+    stop_at_saddle: bool = False,
 ) -> Trajectory | TrajectoryBatch:
     """Integrates a learning rule with diffrax and returns its :class:`Trajectory`.
 
@@ -72,6 +87,13 @@ def simulate(
             ``diffrax.diffeqsolve``. Defaults: 501 equally spaced saves (the final state is
             always saved too), Tsit5, and a PID controller with rtol 1e-8, atol 1e-10.
         loss_threshold: stop early once the task loss falls to this value.
+        stop_at_saddle: (single runs with a ``loss_threshold``) also stop once a square net whose
+            map's determinant has the wrong sign has its loss within ``loss_threshold`` of the
+            saddle's (:func:`determinant_saddle_loss`, when above the threshold), where the
+            flow may crawl on until t1. The trajectory then has ``stopped_early`` set but a final
+            loss above the threshold. A heuristic: a net that is not aligned and balanced may
+            still cross the singular maps later, slowly (an SGD run at N = 4 crosses between
+            t = 1e3 and 4e4), so integrate a fixed time to see whether it does.
 
     Raises:
         DynamicsBlowUpError: (single runs) the state became non-finite, the steps stalled, or
@@ -99,7 +121,14 @@ def simulate(
         saveat = eqx.tree_at(lambda s: s.subs.t1, saveat, True)
     event = None
     if loss_threshold is not None:
-        event = diffrax.Event(_LossReached(jnp.asarray(check_nonnegative("loss_threshold", loss_threshold))))
+        threshold = jnp.asarray(check_nonnegative("loss_threshold", loss_threshold))
+        saddle = determinant_saddle_loss(weights, base) if stop_at_saddle and batch is None else None
+        if saddle is None or saddle <= float(threshold):  # no saddle, or one under the threshold
+            event = diffrax.Event(_LossReached(threshold))
+        else:
+            sign = jnp.linalg.slogdet(network_map(weights))[0]
+            at_saddle = _AtDeterminantSaddle(saddle + threshold, sign)
+            event = diffrax.Event((_LossReached(threshold), at_saddle))
     # Times enter the compiled solve as arrays, not Python floats (which diffeqsolve's filter_jit
     # would treat as static): runs that differ only in t0, t1, dt0 or the threshold reuse one
     # compilation.

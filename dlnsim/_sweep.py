@@ -131,6 +131,11 @@ class SweepSpec:
             check_q(q)
         object.__setattr__(self, "eps", tuple(check_nonnegative("eps", e) for e in self.eps))
         check_integer("width", self.width, 1)
+        if self.task == "student-teacher" and check_integer("samples", self.samples, 1) < self.width:
+            raise ValueError(
+                f"the student-teacher task whitens its inputs and needs samples >= width {self.width}, "
+                f"got {self.samples}"
+            )
         check_integer("seeds", self.seeds, 1)
         check_integer("saves", self.saves, 2)
         check_integer("max_steps", self.max_steps, 1)

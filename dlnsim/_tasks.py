@@ -119,6 +119,37 @@ def random_teacher(
     return (u * spectrum) @ v.T
 
 
+def determinant_saddle_loss(weights, task: Task) -> float | None:
+    """The loss below which a square deep linear net cannot go while its map's determinant has the
+    wrong sign: where such a run stalls.
+
+    With every width equal, det(W_d ... W_1) = prod_i det(W_i). If its sign is opposite to det(W*)
+    (W* and Sigma_x invertible), the map must pass through a singular one to reach W*, and every map
+    of the wrong sign has loss at least 1/2 sigma_min(W* Sigma_x^(1/2))^2 (Eckart-Young in the metric
+    of Huh 2020, eq. 1). A small random init usually crosses the singular set early, at high loss;
+    a run that instead learns the other modes first arrives at this loss with its weakest mode near
+    0, a saddle, where it stalls (an aligned, balanced run stays there: its wrong-sign modes decay
+    to 0 without crossing, Huh 2020, eq. 6).
+
+    Returns that loss, or ``None`` when the bound does not apply (unequal widths, a singular
+    target or input correlation, or a determinant of the right sign).
+    """
+    widths = {w.shape[0] for w in weights} | {weights[0].shape[1]}
+    if len(widths) != 1:
+        return None
+    w_map = weights[0]
+    for w in weights[1:]:
+        w_map = w @ w_map
+    whitened = task.teacher @ _psd_sqrt(task.input_cov)
+    s = np.asarray(svd(whitened, compute_uv=False))
+    if not s[-1] > default_rcond(s.size, whitened.dtype) * s[0]:
+        return None
+    sign_map = float(jnp.linalg.slogdet(w_map)[0])
+    if sign_map * float(jnp.linalg.slogdet(task.teacher)[0]) >= 0.0:
+        return None
+    return 0.5 * float(s[-1]) ** 2
+
+
 def correlated_input_cov(key: PRNGKeyArray, n_in: int, *, decay: float = 5.0) -> Float[Array, "n n"]:
     """Random-eigenvector covariance with eigenvalues exp(-decay i / n_in), i = 0..n_in-1.
 
@@ -136,9 +167,11 @@ def correlated_input_cov(key: PRNGKeyArray, n_in: int, *, decay: float = 5.0) ->
 class StudentTeacherData(eqx.Module):
     """The noisy student-teacher dataset of Huh 2020, sec. 4 (after Lampinen & Ganguli 2018).
 
-    y = W* x + z with x ~ N(0, I) and z ~ N(0, noise_std^2 I). ``task`` holds the empirical
-    least-squares map Sigma_yx Sigma_x^+ and the empirical Sigma_x of the training set, so that
-    ``train_loss(W) = task.loss(W) + irreducible_loss`` is exactly 1/2 mean ||y - W x||^2.
+    y = W* x + z with z ~ N(0, noise_std^2 I). The training inputs are white (empirical
+    Sigma_x = I, as Huh 2020, sec. 2 assumes) unless the data were built with ``whiten=False``
+    (then x ~ N(0, I) as drawn); the test inputs are fresh draws x ~ N(0, I). ``task`` holds the
+    empirical least-squares map Sigma_yx Sigma_x^+ and the empirical Sigma_x of the training set, so
+    that ``train_loss(W) = task.loss(W) + irreducible_loss`` is exactly 1/2 mean ||y - W x||^2.
     """
 
     task: Task
@@ -171,6 +204,17 @@ def _empirical_task(x: Array, y: Array) -> tuple[Task, Array]:
     return Task(w_ls, 0.5 * (sxx + sxx.T)), irreducible
 
 
+def _whiten(x: Array) -> Array:
+    """The symmetric (ZCA) whitening x (x^T x / P)^(-1/2) of the P rows of x, computed as
+    sqrt(P) U V^T from the thin SVD x = U S V^T, so that x^T x / P = I to round-off whatever the
+    conditioning of x. Needs P >= n_in and a full-rank x."""
+    p, n = x.shape
+    u, s, vt = svd(x, full_matrices=False)
+    if not float(s[-1]) > n * float(jnp.finfo(x.dtype).eps) * float(s[0]):
+        raise ValueError("the drawn training inputs are rank-deficient and cannot be whitened")
+    return jnp.sqrt(p) * (u @ vt)
+
+
 def student_teacher(
     key: PRNGKeyArray,
     *,
@@ -180,6 +224,7 @@ def student_teacher(
     snr: float = 10.0,
     samples: int = 16,
     test_samples: int = 1000,
+    whiten: bool = True,
 ) -> StudentTeacherData:
     """The student-teacher task of Huh 2020, sec. 4 / Fig. 3.
 
@@ -187,12 +232,27 @@ def student_teacher(
     (default ``rank, ..., 1``) and Gaussian output noise whose standard deviation is the
     teacher's root-mean-square mode strength divided by ``snr``. ``samples`` training pairs
     (Huh 2020 uses P = N = 16) and ``test_samples`` fresh pairs for the test loss.
+
+    With ``whiten`` (the default) the drawn training inputs are whitened symmetrically,
+    x <- x (x^T x / P)^(-1/2), so that their empirical correlation is exactly the identity (Huh 2020,
+    sec. 2: "pre-whitened input distribution Sigma_x = I"); this needs ``samples >= width`` (a
+    ValueError otherwise). ``whiten=False`` keeps the raw Gaussian draws, whose empirical Sigma_x
+    deviates from I by O(sqrt(N / P)) (at P = N its smallest eigenvalue is near 0, so the
+    least-squares map amplifies the noise). The targets are computed from the inputs actually used;
+    the test inputs are fresh Gaussian draws either way (population Sigma_x = I).
     """
     check_key(key)
     snr = check_positive("snr", snr)
     width = check_integer("width", width)
     samples = check_integer("samples", samples)
     test_samples = check_integer("test_samples", test_samples)
+    if not isinstance(whiten, bool):
+        raise ValueError(f"whiten must be True or False, got {whiten!r}")
+    if whiten and samples < width:
+        raise ValueError(
+            f"white inputs need samples >= width (P >= N), got {samples} samples for width {width}; "
+            "use more samples, or whiten=False for raw Gaussian inputs"
+        )
     kt, kx, kz, kxt, kzt = jr.split(key, 5)
     teacher = random_teacher(kt, width, width, rank=rank, spectrum=spectrum)
     s = svd(teacher, compute_uv=False)
@@ -200,12 +260,14 @@ def student_teacher(
     noise_std = float(jnp.sqrt(jnp.mean(s**2))) / snr
     dtype = teacher.dtype
 
-    def draw(kx, kz, n):
+    def draw(kx, kz, n, white):
         x = jr.normal(kx, (n, width), dtype=dtype)
+        if white:
+            x = _whiten(x)
         return x, x @ teacher.T + noise_std * jr.normal(kz, (n, width), dtype=dtype)
 
-    x, y = draw(kx, kz, samples)
-    xt, yt = draw(kxt, kzt, test_samples)
+    x, y = draw(kx, kz, samples, whiten)
+    xt, yt = draw(kxt, kzt, test_samples, False)
     task, irreducible = _empirical_task(x, y)
     return StudentTeacherData(task, teacher, x, y, xt, yt, irreducible, noise_std)
 

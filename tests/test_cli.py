@@ -31,8 +31,12 @@ def test_default_run_writes_complete_outputs(tmp_path):
     ):  # fmt: skip
         assert key in summary
     assert summary["rule"] == "sqrt-ngd" and summary["depth"] == 4 and summary["widths"] == [16] * 5
-    assert summary["q"] == 2.0 and summary["converged"] is True
-    assert summary["loss_final"] <= 1e-6 * summary["loss_initial"]
+    # seed 0's initial map has the opposite determinant sign to the target's: the run learns every
+    # mode but the weakest (s = 0.0199), stalls at the saddle's loss s^2 / 2 and says so
+    assert summary["q"] == 2.0 and summary["converged"] is False and summary["stalled_at_saddle"] is True
+    assert summary["saddle_loss"] == pytest.approx(0.5 * summary["mode_targets"][-1] ** 2, rel=1e-9)
+    assert 0 < summary["loss_final"] - summary["saddle_loss"] <= 1e-6 * summary["loss_initial"] * (1 + 1e-6)
+    assert "note: stalled at a saddle" in res.output and summary["t_final"] < 100
     assert summary["max_conservation_drift"] < 1e-7
     # sqrt-NGD generalises better early than at the overfitted end (Huh 2020, Fig. 3)
     assert summary["test_loss_min"] < summary["test_loss_final"]
@@ -51,6 +55,30 @@ def test_default_run_writes_complete_outputs(tmp_path):
         assert (out / name).stat().st_size > 1000
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no temporary leftovers
     assert "sqrt-ngd" in res.output
+
+
+@pytest.mark.parametrize(
+    "task, samples, white",
+    [
+        ("student-teacher", 6, True),
+        ("student-teacher-unwhitened", 6, False),
+        ("student-teacher-unwhitened", 3, False),
+    ],
+)
+def test_run_student_teacher_whitened_or_not(task, samples, white, tmp_path):
+    """--task student-teacher whitens the training inputs (empirical Sigma_x = I, Huh 2020 sec. 2);
+    student-teacher-unwhitened keeps the raw Gaussian draws (and allows P < N)."""
+    out = tmp_path / "st"
+    res = invoke(
+        "run", "--rule", "ngd", "--task", task, "--width", "4", "--depth", "2", "--samples", samples,
+        "--t1", "1", "--saves", "5", "--out", out, "--no-progress",
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["task"] == task
+    assert ("whitened inputs" if white else "unwhitened Gaussian inputs") in summary["task_description"]
+    cov = np.load(out / "trajectory.npz")["input_cov"]
+    assert bool(np.max(np.abs(cov - np.eye(4))) < 1e-12) == white
 
 
 def test_run_teacher_task_with_explicit_t1_and_bottleneck(tmp_path):
@@ -150,7 +178,11 @@ BAD = [
     (["run", "--scale", "nan"], "scale must be a finite number > 0"),
     (["run", "--widths", "4,3"], "input and output widths must be equal"),
     (["run", "--widths", "4,x,4"], "comma-separated integers"),
-    (["run", "--task", "mnist"], "unknown task 'mnist'"),
+    (
+        ["run", "--task", "mnist"],
+        "unknown task 'mnist'; choose one of student-teacher, student-teacher-unwhitened",
+    ),
+    (["run", "--width", "20"], "needs --samples >= the width 20, got 16"),
     (["run", "--init", "zeros"], "unknown init 'zeros'"),
     (["compare", "--rules", "sgd,foo"], "unknown rule 'foo'"),
     (["compare", "--rules", "sgd,sgd"], "lists a rule twice"),
@@ -197,7 +229,7 @@ def test_run_aligned_checks_theory_on_every_run(tmp_path):
 
 
 def test_aligned_init_refuses_correlated_inputs(tmp_path):
-    res = invoke("run", "--init", "aligned", "--out", tmp_path / "o")
+    res = invoke("run", "--init", "aligned", "--task", "student-teacher-unwhitened", "--out", tmp_path / "o")
     assert res.exit_code == 2
     assert "white or shares the teacher's right singular vectors" in res.output
     assert len(res.output.strip().splitlines()) == 1
@@ -333,3 +365,15 @@ def test_curvature_methods_give_the_same_run(tmp_path):
 def test_implicit_solver_option(tmp_path):
     losses = _final_losses(tmp_path, "sgd", [("tsit5", "auto"), ("kvaerno5", "auto")])
     np.testing.assert_allclose(losses[("kvaerno5", "auto")], losses[("tsit5", "auto")], rtol=1e-6)
+
+
+def test_the_stop_note_names_the_saddle_or_the_time_limit():
+    from dlnsim.cli._linear import stop_note
+    from dlnsim.cli._options import SolveOptions
+
+    solve = SolveOptions()
+    stalled = {"converged": False, "stalled_at_saddle": True, "t_final": 31.6, "saddle_loss": 1.987e-4}
+    note = stop_note(stalled, solve)
+    assert "saddle at t=31.6" in note and "0.0001987" in note and "--seed" in note and "\n" not in note
+    assert "t_max=" in stop_note({"converged": False, "stalled_at_saddle": False}, solve)
+    assert stop_note({"converged": True, "stalled_at_saddle": False}, solve) is None

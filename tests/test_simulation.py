@@ -78,7 +78,7 @@ def test_student_teacher_observables_and_half_times():
     start = traj.mode_strengths[0] / traj.mode_targets
     np.testing.assert_allclose(half, np.log(2.0 * (1.0 - start)), atol=1e-3)
     assert np.all(np.abs(half - np.log(2.0)) <= np.abs(np.log(1.0 - start)) + 1e-3)
-    assert np.abs(half - np.log(2.0)).max() < 0.12  # the largest start here is 11% of its target
+    assert np.abs(half - np.log(2.0)).max() < 0.2  # the largest |start| here is 19% of its target
     np.testing.assert_allclose(traj.mode_strengths[-1], traj.mode_targets, rtol=1e-2)
 
 
@@ -197,3 +197,35 @@ def test_new_end_times_and_thresholds_reuse_the_compiled_solve():
         jax.monitoring.unregister_event_duration_listener(listener)
     assert compiles == []
     assert long.times[-1] == 2.5 and early.stopped_early and early.times[-1] > 2.5
+
+
+def _wrong_sign_square_net():
+    """An aligned, balanced depth-2, width-3 net whose map diag(0.01, -0.01, 0.01) has det < 0 while
+    the target's det > 0; the modes decouple (Huh 2020, eq. 6)."""
+    task = dlnsim.Task(jnp.diag(jnp.array([3.0, 2.0, 1.0])), jnp.diag(jnp.array([1.0, 0.5, 4.0])))
+    return (0.1 * jnp.diag(jnp.array([1.0, -1.0, 1.0])), 0.1 * jnp.eye(3)), task
+
+
+def test_gradient_flow_of_a_wrong_sign_square_net_settles_on_the_saddle_loss():
+    weights, task = _wrong_sign_square_net()
+    assert float(jnp.linalg.det(weights[1] @ weights[0])) < 0
+    # Eckart-Young in the metric Sigma_x: 1/2 sigma_min(W* Sigma_x^(1/2))^2 = 1/2 min(9, 2, 4) = 1
+    saddle = dlnsim.determinant_saddle_loss(weights, task)
+    assert saddle == pytest.approx(1.0, rel=1e-12)
+    traj = dlnsim.simulate(weights, "sgd", task, 60.0)
+    # the wrong-sign mode (a = -b) decays to 0, exponentially at depth 2, without crossing: the loss
+    # settles on the saddle's
+    assert traj.loss[-1] == pytest.approx(saddle, rel=1e-6)
+    assert np.all(traj.loss >= saddle * (1 - 1e-9))
+    # stop_at_saddle ends the run there instead of integrating on to t1
+    stopped = dlnsim.simulate(weights, "sgd", task, 1e4, loss_threshold=1e-3, stop_at_saddle=True)
+    assert stopped.stopped_early and stopped.times[-1] < 60.0
+    assert saddle < stopped.loss[-1] <= saddle + 1e-3 * (1 + 1e-6)
+
+
+def test_stop_at_saddle_does_not_stop_a_net_that_can_converge():
+    weights, task = _wrong_sign_square_net()
+    flipped = (jnp.abs(weights[0]), weights[1])  # every mode of the right sign: no saddle
+    assert dlnsim.determinant_saddle_loss(flipped, task) is None
+    traj = dlnsim.simulate(flipped, "sgd", task, 1e4, loss_threshold=1e-3, stop_at_saddle=True)
+    assert traj.stopped_early and traj.loss[-1] <= 1e-3 * (1 + 1e-6)

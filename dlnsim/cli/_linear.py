@@ -23,7 +23,14 @@ from .._curvature import CURVATURE_METHODS, check_krylov_widths
 from .._models import DeepLinearNet, network_map
 from .._resources import check_resources, estimate_linear_run, resolve_widths
 from .._rules import vector_field
-from .._tasks import StudentTeacherData, Task, load_regression_data, random_teacher, student_teacher
+from .._tasks import (
+    StudentTeacherData,
+    Task,
+    determinant_saddle_loss,
+    load_regression_data,
+    random_teacher,
+    student_teacher,
+)
 from ._boundary import check_seed
 from ._options import MAX_STEPS, TASKS, SetupOptions, SolveOptions
 
@@ -69,11 +76,20 @@ def build_setup(
                 f"and ends at {net_widths[-1]}; make them match, or drop --widths"
             )
         the_task, desc = base, f"data from {data} (irreducible loss {float(irreducible):.4g})"
-    elif task == "student-teacher":
+    elif task in ("student-teacher", "student-teacher-unwhitened"):
         if net_widths[0] != net_widths[-1]:
-            raise ValueError("the student-teacher task is square: input and output widths must be equal")
-        the_task = student_teacher(k_task, width=net_widths[0], rank=rank, snr=snr, samples=samples)
-        desc = f"student-teacher: rank-{rank} teacher, SNR {snr:g}, P={samples} samples"
+            raise ValueError(f"the {task} task is square: input and output widths must be equal")
+        white = task == "student-teacher"
+        if white and samples < net_widths[0]:
+            raise ValueError(
+                f"--task student-teacher whitens its inputs and needs --samples >= the width "
+                f"{net_widths[0]}, got {samples}; raise --samples or use --task student-teacher-unwhitened"
+            )
+        the_task = student_teacher(
+            k_task, width=net_widths[0], rank=rank, snr=snr, samples=samples, whiten=white
+        )
+        inputs = "whitened inputs" if white else "unwhitened Gaussian inputs"
+        desc = f"{task}: rank-{rank} teacher, SNR {snr:g}, P={samples} samples, {inputs}"
     elif task == "teacher":
         the_task = Task(random_teacher(k_task, net_widths[-1], net_widths[0], rank=rank))
         desc = f"noise-free rank-{rank} teacher, whitened inputs"
@@ -119,7 +135,7 @@ def check_linear_resources(
 ) -> None:
     """Refuses (ValueError, exit 2) a run whose memory or compile time cannot fit this machine,
     before anything is allocated (see :mod:`dlnsim._resources`)."""
-    st = setup.task == "student-teacher" and setup.data is None
+    st = setup.task.startswith("student-teacher") and setup.data is None
     estimate = estimate_linear_run(
         resolve_widths(setup.depth, setup.width, setup.widths), saves=solve.saves, rule=rule,
         method=solve.curvature, q=q, solver=solve.solver, samples=setup.samples if st else 0,
@@ -202,6 +218,7 @@ def simulate_options(setup: Setup, field, name: str, solve: SolveOptions, *, pro
         max_steps=MAX_STEPS if solve.max_steps is None else int(solve.max_steps),
         solver=_solver(solve.solver),
         progress_meter=(_progress_meter(_log_span(t1)) if progress else None),
+        stop_at_saddle=t1 is None,
     )
     if isinstance(result, _simulation.TrajectoryBatch):
         named = tuple(
@@ -240,6 +257,9 @@ def run_rule(
 
 def summary_row(traj, setup: Setup, *, rule, q, eps, seed, init, task_name, wall, t1, loss_tol) -> dict:
     """One run's ``summary.json`` (a row of the printed table)."""
+    base = getattr(setup.task, "task", setup.task)
+    saddle = determinant_saddle_loss(tuple(w[0] for w in traj.weights), base)
+    stalled = bool(traj.stopped_early) and saddle is not None and float(traj.loss[-1]) > saddle
     out = {
         "rule": rule,
         "depth": traj.depth,
@@ -251,7 +271,9 @@ def summary_row(traj, setup: Setup, *, rule, q, eps, seed, init, task_name, wall
         "task": task_name,
         "task_description": setup.description,
         "t_final": float(traj.times[-1]),
-        "converged": bool(traj.stopped_early) if t1 is None else None,
+        "converged": bool(traj.stopped_early) and not stalled if t1 is None else None,
+        "stalled_at_saddle": stalled if t1 is None else None,
+        "saddle_loss": saddle,
         "loss_tolerance": loss_tol if t1 is None else None,
         "loss_initial": float(traj.loss[0]),
         "loss_final": float(traj.loss[-1]),
@@ -344,3 +366,18 @@ __all__ = [
     "summary_row",
     "trajectory_bytes",
 ]
+
+
+def stop_note(summary: dict, solve: SolveOptions) -> str | None:
+    """Why a run to convergence stopped short of the loss tolerance, in one line (or None)."""
+    if solve.t1 is not None or summary["converged"]:
+        return None
+    if summary["stalled_at_saddle"]:
+        return (
+            f"note: stalled at a saddle at t={summary['t_final']:.4g}: the loss is within the tolerance "
+            f"of {summary['saddle_loss']:.4g}, half the weakest target mode squared; the initial map's "
+            "determinant has the opposite sign to the target's and every width is equal, so the map must "
+            "pass through a singular one (the weakest mode through 0) to converge, which it may still do, "
+            "slowly. Try another --seed, or --t1 to integrate a fixed time"
+        )
+    return f"note: stopped at t_max={solve.t_max:g} before the loss fell to {solve.loss_tol:g} x initial"

@@ -22,7 +22,7 @@ from typer.models import OptionInfo
 
 from .._checks import check_positive
 
-TASKS = ("student-teacher", "teacher")
+TASKS = ("student-teacher", "student-teacher-unwhitened", "teacher")
 SOLVERS = ("tsit5", "kvaerno5")
 MAX_STEPS = 2_000_000
 
@@ -54,7 +54,11 @@ Scale = Annotated[
 ]
 Seed = Annotated[int, typer.Option(help="Seed for the task and the initial weights (0 to 2^63 - 1).")]
 TaskName = Annotated[
-    str, typer.Option(help="student-teacher (Huh 2020 Fig. 3 setting) | teacher (noise-free).")
+    str,
+    typer.Option(
+        help="student-teacher (Huh 2020 Fig. 3 setting, whitened training inputs, needs --samples >= "
+        "the width) | student-teacher-unwhitened (raw Gaussian training inputs) | teacher (noise-free)."
+    ),
 ]
 Rank = Annotated[int, typer.Option(help="Teacher rank.")]
 Snr = Annotated[float, typer.Option(help="Signal-to-noise ratio of the student-teacher data.")]

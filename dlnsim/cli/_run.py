@@ -20,6 +20,7 @@ from ._linear import (
     run_rule,
     save_npz,
     setup_from,
+    stop_note,
     trajectory_bytes,
 )
 from ._options import (
@@ -80,10 +81,9 @@ def run(
         plot_loss([traj], str(tmp / "loss.png"), title=title)
         plot_modes([traj], str(tmp / "modes.png"), title=title, theory=[theory])
     print_table([summary])
-    if solve.t1 is None and not summary["converged"]:
-        typer.echo(
-            f"note: stopped at t_max={solve.t_max:g} before the loss fell to {solve.loss_tol:g} x initial"
-        )
+    note = stop_note(summary, solve)
+    if note is not None:
+        typer.echo(note)
     typer.echo(f"wrote {out}/summary.json, trajectory.npz, loss.png, modes.png")
 
 
