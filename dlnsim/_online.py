@@ -13,11 +13,11 @@ targets enter only the gradient <e_i x_{i-1}^T>), and updates
 
     dW_i = (alpha / L) (Lambda~_i + sqrt(lambda) I)^-1 <e_i x_{i-1}^T> (Lambda_i + sqrt(lambda) I)^-1,
 
-with the Moore-Penrose pseudo-inverse where lambda = 0. The damping lambda follows the
-Levenberg-Marquardt rule of eq. 21, driven by the ratio rho of the actual decrease of the minibatch
-loss to the decrease predicted in the paper's footnote 1, (alpha - alpha^2/2) sum_i tr(D_i^T G_i)
-for the direction D_i = dW_i / alpha and G_i = <e_i x_{i-1}^T>. Plain minibatch SGD takes
-dW_i = alpha G_i.
+with the Moore-Penrose pseudo-inverse where lambda = 0. The damping lambda (``lam`` in code; its old
+keyword ``damping`` is a deprecated alias) follows the Levenberg-Marquardt rule of eq. 21, driven by
+the ratio rho of the actual decrease of the minibatch loss to the decrease predicted in the paper's
+footnote 1, (alpha - alpha^2/2) sum_i tr(D_i^T G_i) for the direction D_i = dW_i / alpha and
+G_i = <e_i x_{i-1}^T>. Plain minibatch SGD takes dW_i = alpha G_i.
 
 Minibatches are drawn with replacement from the training set, one fresh draw per step. A whole run
 is one jitted ``lax.scan``; the same key gives the same numbers.
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import partial
 
 import equinox as eqx
@@ -190,7 +190,19 @@ def _precision_and_factor(output_cov, n_out: int, dtype):
     return precision, xp.linalg.cholesky(precision)
 
 
-def minibatch_natural_gradient(net: FeedforwardNet, x, y, noise, *, damping=0.0, output_cov=None, rcond=None):
+def _lam_or_damping(lam, damping, default):
+    """lambda from ``lam`` or its deprecated old keyword ``damping`` (not both), and the keyword's name
+    for error messages."""
+    if damping is None:
+        return (default if lam is None else lam), "lam"
+    if lam is not None:
+        raise ValueError("give lambda once: lam (or its deprecated old name damping), not both")
+    return damping, "damping"
+
+
+def minibatch_natural_gradient(
+    net: FeedforwardNet, x, y, noise, *, lam=None, output_cov=None, rcond=None, damping=None
+):
     """The online natural-gradient direction of Bernacchia et al. 2018, eq. 20 (without alpha).
 
     Args:
@@ -198,9 +210,11 @@ def minibatch_natural_gradient(net: FeedforwardNet, x, y, noise, *, damping=0.0,
         x, y: a minibatch, ``(M, n_0)`` and ``(M, n_L)``.
         noise: standard-normal draws ``(K, M, n_L)``: the K model samples per input are
             y~ = x_L + Sigma~^(1/2) xi, so the backpropagated output error is Sigma~^-1 (y~ - x_L).
-        damping: lambda >= 0; sqrt(lambda) I is added to both covariances (0: pseudo-inverse).
+        lam: the damping lambda >= 0 of eq. 20; sqrt(lambda) I is added to both covariances
+            (0, the default: pseudo-inverse).
         output_cov: Sigma~ (identity by default).
         rcond: the pseudo-inverse's relative cutoff (default 10 n eps).
+        damping: the deprecated old name of ``lam``.
 
     Returns:
         ``(directions, gradients)``: D_i = (1/L) (Lambda~_i + sqrt(lambda))^-1 G_i (Lambda_i +
@@ -219,8 +233,9 @@ def minibatch_natural_gradient(net: FeedforwardNet, x, y, noise, *, damping=0.0,
             f"x, y and noise must be ({m}, {net.widths[0]}), ({m}, {n_out}) and (K, {m}, {n_out}) for "
             f"widths {net.widths}, got {x.shape}, {y.shape} and {noise.shape}"
         )
-    if not isinstance(damping, jax.core.Tracer):
-        check_nonnegative("damping", damping)
+    lam, lam_name = _lam_or_damping(lam, damping, 0.0)
+    if not isinstance(lam, jax.core.Tracer):
+        check_nonnegative(lam_name, lam)
     check_rcond("rcond", rcond)
     if output_cov is not None and not isinstance(output_cov, jax.core.Tracer):
         check_covariance("output_cov", output_cov, n_out, definite=True)
@@ -228,7 +243,7 @@ def minibatch_natural_gradient(net: FeedforwardNet, x, y, noise, *, damping=0.0,
     inputs, slopes, out = _forward(net.weights, net.activation, net.bias, x)
     errs = _backward(net.weights, net.widths, slopes, (y - out) @ precision)
     model_errs = _backward(net.weights, net.widths, slopes, noise @ factor.T)
-    shift = jnp.sqrt(damping)
+    shift = jnp.sqrt(lam)
     grads, dirs = [], []
     for a, e, e_model in zip(inputs, errs, model_errs, strict=True):
         g = _mean_outer(e, a)
@@ -247,13 +262,13 @@ def predicted_decrease(learning_rate, directions, gradients):
     return (learning_rate - 0.5 * learning_rate**2) * inner
 
 
-def levenberg_marquardt(damping, rho):
-    """lambda_{k+1} = 3 lambda_k / 2 if rho < 1/4, 2 lambda_k / 3 if rho > 3/4, else lambda_k
-    (Bernacchia et al. 2018, eq. 21). A NaN rho leaves lambda unchanged."""
-    return jnp.where(rho < 0.25, 1.5 * damping, jnp.where(rho > 0.75, damping / 1.5, damping))
+def levenberg_marquardt(lam, rho):
+    """lambda_{k+1} = 3 lambda_k / 2 if rho_k < 1/4, 2 lambda_k / 3 if rho_k > 3/4, else lambda_k
+    (Bernacchia et al. 2018, eq. 21), for ``lam`` = lambda_k. A NaN rho leaves lambda unchanged."""
+    return jnp.where(rho < 0.25, 1.5 * lam, jnp.where(rho > 0.75, lam / 1.5, lam))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class OnlineNGD:
     """Online NGD with adaptive damping (Bernacchia et al. 2018, eqs. 20-21).
 
@@ -261,30 +276,51 @@ class OnlineNGD:
         learning_rate: alpha (the paper uses 1).
         batch_size: M (the paper uses 1000).
         model_samples: K samples from q_theta(y|x) per input (the paper uses 1).
-        damping: the initial lambda >= 0.
-        adaptive: update lambda by eq. 21 (otherwise it stays at ``damping``).
+        lam: the initial damping lambda_0 >= 0 of eq. 20 (the paper does not give it; default 1).
+        adaptive: update lambda_k by eq. 21 (otherwise it stays at ``lam``).
         output_cov: Sigma~ of the predictive density (identity by default).
         rcond: relative cutoff of the pseudo-inverse.
+        damping: the deprecated old name of ``lam`` (keyword only; also readable as an attribute).
     """
 
     learning_rate: float = 1.0
     batch_size: int = 1000
     model_samples: int = 1
-    damping: float = 1.0
+    lam: float = 1.0
     adaptive: bool = True
     output_cov: np.ndarray | None = field(default=None, compare=False, hash=False)
     rcond: float | None = None
 
-    def __post_init__(self):
-        check_positive("learning_rate", self.learning_rate)
-        _check_count("batch_size (M)", self.batch_size)
-        _check_count("model_samples (K)", self.model_samples)
-        check_nonnegative("damping", self.damping)
-        check_rcond("rcond", self.rcond)
-        if not isinstance(self.adaptive, bool | np.bool_):
-            raise ValueError(f"adaptive must be True or False, got {self.adaptive!r}")
-        if self.output_cov is not None:
-            check_covariance("output_cov", self.output_cov, definite=True)
+    def __init__(
+        self,
+        learning_rate: float = 1.0,
+        batch_size: int = 1000,
+        model_samples: int = 1,
+        lam: float | None = None,
+        adaptive: bool = True,
+        output_cov: np.ndarray | None = None,
+        rcond: float | None = None,
+        *,
+        damping: float | None = None,
+    ):
+        lam, lam_name = _lam_or_damping(lam, damping, 1.0)
+        check_positive("learning_rate", learning_rate)
+        _check_count("batch_size (M)", batch_size)
+        _check_count("model_samples (K)", model_samples)
+        check_nonnegative(lam_name, lam)
+        check_rcond("rcond", rcond)
+        if not isinstance(adaptive, bool | np.bool_):
+            raise ValueError(f"adaptive must be True or False, got {adaptive!r}")
+        if output_cov is not None:
+            check_covariance("output_cov", output_cov, definite=True)
+        values = (learning_rate, batch_size, model_samples, lam, adaptive, output_cov, rcond)
+        for f, value in zip(fields(self), values, strict=True):  # frozen: set once, here
+            object.__setattr__(self, f.name, value)
+
+    @property
+    def damping(self) -> float:
+        """The deprecated old name of :attr:`lam` (the initial lambda)."""
+        return self.lam
 
 
 @dataclass(frozen=True)
@@ -310,7 +346,8 @@ class OnlineRun:
         examples: training examples seen at each record, ``(R + 1,)`` (starts at 0).
         test_loss, train_loss: the loss of eq. 6 on the test and the whole training set at each
             record (``test_loss`` is NaN when no test set was given).
-        damping, rho: lambda and rho at every step (NGD; NaN for SGD).
+        lam, rho: lambda_k (eq. 20, the damping used by step k) and rho_k (eq. 21, the ratio of
+            the actual to the predicted decrease) at every step (NGD; NaN for SGD).
         net: the final network.
         seconds: wall time of the compiled run of all steps (compilation and the loss records
             excluded).
@@ -320,15 +357,20 @@ class OnlineRun:
     examples: np.ndarray
     test_loss: np.ndarray
     train_loss: np.ndarray
-    damping: np.ndarray
+    lam: np.ndarray
     rho: np.ndarray
     net: FeedforwardNet
     seconds: float
     compile_seconds: float
 
     @property
+    def damping(self) -> np.ndarray:
+        """The deprecated old name of :attr:`lam`."""
+        return self.lam
+
+    @property
     def seconds_per_step(self) -> float:
-        steps = len(self.damping)
+        steps = len(self.lam)
         return self.seconds / steps
 
     @property
@@ -350,7 +392,7 @@ def _step(method, static, weights, lam, lr, x_all, y_all, idx, key):
     net = FeedforwardNet.from_weights(weights, activation=activation, bias=bias)
     noise = jr.normal(key, (method.model_samples, m, widths[-1]), dtype=x.dtype)
     dirs, grads = minibatch_natural_gradient(
-        net, x, y, noise, damping=lam, output_cov=method.output_cov, rcond=method.rcond
+        net, x, y, noise, lam=lam, output_cov=method.output_cov, rcond=method.rcond
     )
     new = tuple(w + lr * d for w, d in zip(weights, dirs, strict=True))
     before = _batch_loss(weights, activation, bias, precision, x, y)
@@ -484,7 +526,7 @@ def train(
     x_train, y_train, x_test, y_test = data
     run = jax.jit(partial(_run, method, static, steps, record_every))
     dtype = net.weights[0].dtype
-    lam0 = jnp.asarray(getattr(method, "damping", 0.0), dtype)
+    lam0 = jnp.asarray(getattr(method, "lam", 0.0), dtype)
     lr = jnp.asarray(method.learning_rate, dtype)
     idx, model_key = _draws(key, steps, method.batch_size, x_train.shape[0])
     args = (net.weights, lam0, lr, model_key, x_train, y_train, idx)
@@ -501,7 +543,7 @@ def train(
         examples=examples,
         test_loss=np.asarray(test_loss),
         train_loss=np.asarray(train_loss),
-        damping=np.asarray(lams) if isinstance(method, OnlineNGD) else np.full(steps, np.nan),
+        lam=np.asarray(lams) if isinstance(method, OnlineNGD) else np.full(steps, np.nan),
         rho=np.asarray(rhos),
         net=final,
         seconds=seconds,

@@ -2,7 +2,8 @@
 
 python examples/reproduce_fisher.py [OUT_DIR] [--full]
 
-Each figure goes to OUT_DIR/ID (figure.png, figure.pdf, metrics.json, data.npz); the checks are printed.
+Each figure goes to OUT_DIR/ID (figure.png, figure.pdf, metrics.json, data.npz); the software checks,
+the paper's claims ("holds" / "differs"), the verdict and the findings are printed.
 """
 
 import sys
@@ -24,9 +25,12 @@ def main(out_dir, fast: bool = True, ids=None) -> dict:
     for id in IDS if ids is None else ids:
         rep = experiments.reproduce(id, fast=fast, seed=0, out=out_dir / id, overwrite=True)
         results[id] = rep
-        print(f"{id}: {'passed' if rep.passed else 'FAILED'} in {rep.wall_seconds:.1f} s")
+        status = "software checks passed" if rep.passed else "SOFTWARE CHECKS FAILED"
+        print(f"{id}: {status}, verdict {rep.verdict} in {rep.wall_seconds:.1f} s")
         for c in rep.checks:
             print(f"  {c}")
+        for finding in rep.findings:
+            print(f"  finding: {finding}")
     return results
 
 

@@ -117,3 +117,13 @@ def test_quoted_names_exist(page):
         except (AttributeError, ModuleNotFoundError):
             missing.append(name)
     assert not missing, f"{page} names objects that do not exist: {missing}"
+
+
+def test_the_verdict_table_matches_the_registry():
+    from dlnsim import experiments
+
+    page = (DOCS / "reproductions.md").read_text(encoding="utf-8")
+    table = page.split("<!-- verdicts:start -->")[1].split("<!-- verdicts:end -->")[0]
+    rows = re.findall(r"^\| `([\w-]+)` \| (\w+) \|", table, flags=re.M)
+    registry = {i: experiments.experiment(i).verdict for i in experiments.EXPERIMENTS}
+    assert dict(rows) == registry and len(rows) == len(registry)

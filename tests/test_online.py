@@ -72,11 +72,15 @@ def test_exact_moment_minibatch_equals_bernacchia_field(widths, output_cov):
             np.testing.assert_allclose(g, -ref, rtol=0, atol=1e-12 * np.abs(ref).max())
 
 
-def test_damping_adds_sqrt_lambda_to_both_covariances():
+def test_lambda_adds_sqrt_lambda_to_both_covariances():
     net, cov, teacher = _problem((3, 4, 2))
     x, y, noise = _exact_moment_batch(teacher, cov, 2, 8)
     lam = 0.3
-    dirs, grads = natural_gradient(net, x, y, noise, damping=lam)
+    dirs, grads = natural_gradient(net, x, y, noise, lam=lam)
+    # the deprecated old keyword gives the same numbers
+    old_dirs, _ = natural_gradient(net, x, y, noise, damping=lam)
+    for d, o in zip(dirs, old_dirs, strict=True):
+        np.testing.assert_array_equal(d, o)
     pre = dlnsim._models.prefix_products(net.weights)
     suf = dlnsim._models.suffix_products(net.weights)
     for d, g, a, b in zip(dirs, grads, pre, suf, strict=True):
@@ -86,15 +90,15 @@ def test_damping_adds_sqrt_lambda_to_both_covariances():
         np.testing.assert_allclose(d, ref, rtol=1e-11)
 
 
-@pytest.mark.parametrize("widths, damping", [((3, 5, 4, 3), 0.0), ((4, 4, 4, 4), 1e-28)])
-def test_map_change_equals_dense_pinv_natural_gradient(widths, damping):
+@pytest.mark.parametrize("widths, lam", [((3, 5, 4, 3), 0.0), ((4, 4, 4, 4), 1e-28)])
+def test_map_change_equals_dense_pinv_natural_gradient(widths, lam):
     """On a non-bottleneck net, eq. 10 is a generalised inverse of the P x P Fisher: it moves the
     map exactly as the Moore-Penrose natural gradient F^+ g does (Bernacchia et al. 2018, sec. 3).
-    Tiny damping is tested on a square net, whose covariances are invertible (on the wider net
+    A tiny lambda is tested on a square net, whose covariances are invertible (on the wider net
     sqrt(lambda) would amplify rounding in their null spaces)."""
     net, cov, teacher = _problem(widths, seed=3)
     x, y, noise = _exact_moment_batch(teacher, cov, widths[-1], 10)
-    dirs, _ = natural_gradient(net, x, y, noise, damping=damping)
+    dirs, _ = natural_gradient(net, x, y, noise, lam=lam)
     fisher, grad, slices = dense_parts(net.weights, teacher, cov)  # Sigma~ = I: F = J^T (Sigma_x (x) I) J
     evals, evecs = np.linalg.eigh(fisher)
     keep = evals > 1e-10 * evals.max()
@@ -193,19 +197,33 @@ def test_predicted_decrease_is_exact_for_one_linear_layer():
     np.testing.assert_allclose(net.weights[0] + dirs[0], teacher, atol=1e-10)
 
 
-def test_train_is_deterministic_and_records_the_damping_rule():
+def test_train_is_deterministic_and_records_the_lambda_rule():
     net, cov, teacher = _problem((3, 4, 3), seed=2)
     x = jr.normal(jr.PRNGKey(3), (500, 3)) @ jnp.linalg.cholesky(jnp.asarray(cov)).T
     y = x @ teacher.T + 1e-2 * jr.normal(jr.PRNGKey(4), (500, 3))
-    method = online.OnlineNGD(batch_size=100, damping=0.5)
+    method = online.OnlineNGD(batch_size=100, lam=0.5)
     a = online.train(net, method, x, y, steps=12, key=jr.PRNGKey(5), record_every=4, test=(x[:50], y[:50]))
     b = online.train(net, method, x, y, steps=12, key=jr.PRNGKey(5), record_every=4, test=(x[:50], y[:50]))
     np.testing.assert_array_equal(a.test_loss, b.test_loss)
-    np.testing.assert_array_equal(a.damping, b.damping)
-    assert a.examples.tolist() == [0, 400, 800, 1200] and a.damping.shape == (12,)
+    np.testing.assert_array_equal(a.lam, b.lam)
+    assert a.examples.tolist() == [0, 400, 800, 1200] and a.lam.shape == (12,)
     # lambda follows eq. 21 from the recorded rho
-    np.testing.assert_allclose(a.damping[1:], online.levenberg_marquardt(a.damping[:-1], a.rho[:-1]))
-    assert a.damping[0] == 0.5 and a.test_loss[-1] < 0.1 * a.test_loss[0]
+    np.testing.assert_allclose(a.lam[1:], online.levenberg_marquardt(a.lam[:-1], a.rho[:-1]))
+    assert a.lam[0] == 0.5 and a.test_loss[-1] < 0.1 * a.test_loss[0]
+    # the deprecated old keyword and attribute give identical numbers
+    old = online.OnlineNGD(batch_size=100, damping=0.5)
+    assert old == method and old.damping == method.lam == 0.5
+    c = online.train(net, old, x, y, steps=12, key=jr.PRNGKey(5), record_every=4, test=(x[:50], y[:50]))
+    np.testing.assert_array_equal(c.test_loss, a.test_loss)
+    np.testing.assert_array_equal(c.damping, a.lam)
+    np.testing.assert_array_equal(c.rho, a.rho)
+
+
+def test_lambda_is_given_once_and_keeps_its_position():
+    assert online.OnlineNGD(1.0, 1000, 1, 0.25).lam == 0.25  # positional, as before the rename
+    assert online.OnlineNGD().lam == 1.0
+    with pytest.raises(ValueError, match="give lambda once"):
+        online.OnlineNGD(lam=0.1, damping=0.1)
 
 
 def test_sgd_step_and_grid_search_agree():
@@ -239,8 +257,9 @@ def test_sgd_step_and_grid_search_agree():
         ),
         (lambda: online.OnlineNGD(batch_size=0), r"batch_size \(M\) must be an integer >= 1"),
         (lambda: online.OnlineSGD(batch_size=2.5), r"batch_size \(M\) must be an integer >= 1"),
+        (lambda: online.OnlineNGD(lam=-1.0), "lam must be a finite number >= 0"),
+        (lambda: online.OnlineNGD(lam=float("inf")), "lam must be a finite number >= 0"),
         (lambda: online.OnlineNGD(damping=-1.0), "damping must be a finite number >= 0"),
-        (lambda: online.OnlineNGD(damping=float("inf")), "damping must be a finite number >= 0"),
         (lambda: online.OnlineNGD(model_samples=0), r"model_samples \(K\) must be an integer >= 1"),
         (lambda: online.OnlineNGD(learning_rate=0.0), "learning_rate must be a finite number > 0"),
         (lambda: online.OnlineNGD(output_cov=-np.eye(2)), "output_cov must be positive definite"),

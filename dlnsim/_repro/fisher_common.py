@@ -1,7 +1,8 @@
 """Shared conventions of the Karakida & Osawa 2020 reproductions (Figs. 1a, 1b, 2, 3, S.1, S.2).
 
-Every figure uses the paper's network conventions (NTK parameterisation, eqs. 1-2; sigma_w^2 = 2,
-sigma_b^2 = 0.5; MSE loss, eq. 3; inputs normalised to ||x|| = 1). MNIST is replaced by
+Every figure uses the paper's network conventions (NTK parameterisation, eqs. 1-2; sigma_w^2 = 2;
+MSE loss, eq. 3; inputs normalised to ||x|| = 1) with sigma_b^2 = 0.5, except Fig. 2, which uses the
+paper's sigma_b = 0 there (a sigma_b^2 = 0.5 variant is reported beside it). MNIST is replaced by
 scikit-learn's bundled 8x8 digits (no download): 64 pixels, of which the two-class subsets span 51-54
 dimensions, so the sample sizes are smaller than the paper's N = 100 where the theory needs
 linearly independent inputs. Each figure states its sizes and deviations in ``settings``.
