@@ -22,6 +22,7 @@ from ._checks import (
     check_real,
 )
 from ._linalg import default_rcond, eigh, psd_function_apply, qr, svd
+from ._models import network_map
 
 
 def _psd_sqrt(cov: Array) -> Array:
@@ -137,9 +138,7 @@ def determinant_saddle_loss(weights, task: Task) -> float | None:
     widths = {w.shape[0] for w in weights} | {weights[0].shape[1]}
     if len(widths) != 1:
         return None
-    w_map = weights[0]
-    for w in weights[1:]:
-        w_map = w @ w_map
+    w_map = network_map(weights)
     whitened = task.teacher @ _psd_sqrt(task.input_cov)
     s = np.asarray(svd(whitened, compute_uv=False))
     if not s[-1] > default_rcond(s.size, whitened.dtype) * s[0]:
@@ -207,10 +206,10 @@ def _empirical_task(x: Array, y: Array) -> tuple[Task, Array]:
 def _whiten(x: Array) -> Array:
     """The symmetric (ZCA) whitening x (x^T x / P)^(-1/2) of the P rows of x, computed as
     sqrt(P) U V^T from the thin SVD x = U S V^T, so that x^T x / P = I to round-off whatever the
-    conditioning of x. Needs P >= n_in and a full-rank x."""
+    conditioning of x. Needs P >= n_in and a full-rank x (the package rank cutoff, default_rcond)."""
     p, n = x.shape
     u, s, vt = svd(x, full_matrices=False)
-    if not float(s[-1]) > n * float(jnp.finfo(x.dtype).eps) * float(s[0]):
+    if not float(s[-1]) > default_rcond(n, x.dtype) * float(s[0]):
         raise ValueError("the drawn training inputs are rank-deficient and cannot be whitened")
     return jnp.sqrt(p) * (u @ vt)
 
