@@ -12,13 +12,13 @@ from dlnsim.cli import app
 runner = CliRunner()
 
 
-def _toy(passing: bool, claim_holds: bool = True):
+def _toy(passing: bool, claim_holds: bool = True, name: str = "toy"):
     def run(*, fast, seed):
         fig, axes = experiments.new_figure(1, 2)
         x = np.linspace(0, 1, 5 if fast else 50)
         axes[0, 0].plot(x, x**2)
         return experiments.Reproduction(
-            "toy",
+            name,
             fig,
             [
                 experiments.check("fit error", 1e-9, 1e-6, basis="precision: float64"),
@@ -130,6 +130,24 @@ def test_cli_exit_codes(toy, tmp_path):
     assert res.exit_code == 2 and "unknown figure id 'no-such-figure'; allowed: all," in res.output
     res = runner.invoke(app, ["reproduce"])
     assert res.exit_code == 2 and "give a figure id" in res.output
+
+
+def test_cli_reproduce_all_runs_every_id_into_its_own_directory(monkeypatch, tmp_path):
+    """'all' runs every registered id in turn (it once broke after the first: a loop variable
+    shadowed the output claims), each into out/ID, with its summary line."""
+    import dlnsim._experiments as core
+
+    toys = {
+        name: experiments.Experiment(name, "a parabola", "Nobody 2099, Fig. 0", _toy(True, name=name), "partly")
+        for name in ("toy-a", "toy-b", "toy-c")
+    }
+    monkeypatch.setattr(core, "EXPERIMENTS", toys)
+    monkeypatch.setattr(experiments, "EXPERIMENTS", toys)
+    res = runner.invoke(app, ["reproduce", "all", "--fast", "--out", str(tmp_path / "all")])
+    assert res.exit_code == 0, res.output
+    assert res.output.count("software checks passed; verdict partly (1/2 claims hold)") == 3
+    for name in toys:
+        assert json.loads((tmp_path / "all" / name / "metrics.json").read_text())["id"] == name
 
 
 def test_cli_list_names_every_figure(toy):

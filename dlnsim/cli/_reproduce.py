@@ -80,8 +80,8 @@ def reproduce(
             typer.echo(f"  {c}")
         for finding in rep.findings:
             typer.echo(f"  finding: {finding}")
-        claims = rep.claims
-        verdict = f"verdict {rep.verdict} ({sum(c.passed for c in claims)}/{len(claims)} claims hold)"
+        held = rep.claims
+        verdict = f"verdict {rep.verdict} ({sum(c.passed for c in held)}/{len(held)} claims hold)"
         software = "software checks passed" if rep.passed else f"{len(rep.failed)} software checks FAILED"
         typer.echo(f"  {software}; {verdict}; {rep.wall_seconds:.1f} s; wrote {targets[fid]}")
         if not rep.passed:
