@@ -138,7 +138,7 @@ def test_cli_reproduce_all_runs_every_id_into_its_own_directory(monkeypatch, tmp
     import dlnsim._experiments as core
 
     toys = {
-        name: experiments.Experiment(name, "a parabola", "Nobody 2099, Fig. 0", _toy(True, name=name), "partly")
+        name: experiments.Experiment(name, "a parabola", "Nobody 2099", _toy(True, name=name), "partly")
         for name in ("toy-a", "toy-b", "toy-c")
     }
     monkeypatch.setattr(core, "EXPERIMENTS", toys)
