@@ -46,6 +46,7 @@ from ._simulation import (
     compare_with_modes,
     init_weights_batch,
     simulate,
+    simulate_batch,
     simulate_discrete,
 )
 from ._sweep import SweepSpec, sweep
@@ -112,6 +113,7 @@ __all__ = [
     "run_sweep",
     "sgd_learning_rate_search",
     "simulate",
+    "simulate_batch",
     "simulate_discrete",
     "structurally_full_rank",
     "sweep",

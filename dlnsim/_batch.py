@@ -19,7 +19,7 @@ from ._tasks import Task
 
 @dataclass(frozen=True)
 class TrajectoryBatch:
-    """The result of :func:`simulate` on a batch of initial weights (one vmapped solve).
+    """The result of :func:`simulate_batch`: a batch of initial weights in one vmapped solve.
 
     Attributes:
         trajectories: one :class:`Trajectory` per element, or None where it failed.
@@ -67,7 +67,7 @@ def init_weights_batch(widths, keys, **init_kwargs) -> tuple[Array, ...]:
     """Initial weights for a batch of PRNG keys, stacked as ``(B, n_i, n_{i-1})`` arrays.
 
     ``init_kwargs`` go to :class:`DeepLinearNet` (init, scale, teacher, ...). Pass the result to
-    :func:`simulate` to integrate all of them in one vmapped solve.
+    :func:`simulate_batch` to integrate all of them in one vmapped solve.
     """
     keys = keys if hasattr(keys, "dtype") else np.asarray(keys)
     typed = jnp.issubdtype(keys.dtype, jax.dtypes.prng_key)
@@ -78,7 +78,7 @@ def init_weights_batch(widths, keys, **init_kwargs) -> tuple[Array, ...]:
     return jax.vmap(lambda k: DeepLinearNet(widths, key=k, **init_kwargs).weights)(keys)
 
 
-def simulate_batch(name, field_, solve, t0: float, batch, base: Task, data) -> TrajectoryBatch:
+def solve_batch(name, field_, solve, t0: float, batch, base: Task, data) -> TrajectoryBatch:
     """Runs ``solve`` (one diffeqsolve) vmapped over a batch of initial weights; elements whose
     field is unusable at t0 are not integrated, and a failed element does not stop the others."""
     initial = _batch_initial_problems(field_, t0, batch, base)
@@ -111,4 +111,4 @@ def simulate_batch(name, field_, solve, t0: float, batch, base: Task, data) -> T
     return TrajectoryBatch(tuple(trajectories), tuple(status), np.asarray(failed_at))
 
 
-__all__ = ["TrajectoryBatch", "init_weights_batch", "simulate_batch"]
+__all__ = ["TrajectoryBatch", "init_weights_batch", "solve_batch"]

@@ -32,7 +32,9 @@ class Trajectory:
         conservation_drift: max_i ||C_i(t) - C_i(0)||_F with C_i of Huh 2020 eq. 4, shape (T,).
         parameter_speed: ||dtheta/dt||, shape (T,).
         train_loss, test_loss: for :class:`StudentTeacherData` tasks, else ``None``.
-        stopped_early: whether the loss-threshold event ended the run before t1.
+        stopped_early: whether an event ended the run before t1.
+        stop_reason: which event: ``"loss threshold"``, ``"determinant saddle"`` (see
+            ``simulate(stop_at_saddle=True)``), or None when the run reached t1.
     """
 
     rule: str
@@ -46,6 +48,7 @@ class Trajectory:
     train_loss: np.ndarray | None = None
     test_loss: np.ndarray | None = None
     stopped_early: bool = False
+    stop_reason: str | None = None
 
     @property
     def depth(self) -> int:
@@ -115,7 +118,9 @@ def _observables(rule, task: Task, data: StudentTeacherData | None, ws):
     return obs
 
 
-def _make_trajectory(name, rule, task, data, times, ws, stopped_early, n_valid=None) -> Trajectory:
+def _make_trajectory(
+    name, rule, task, data, times, ws, stopped_early, n_valid=None, stop_reason=None
+) -> Trajectory:
     """Observables for the first ``n_valid`` saved states (all by default).
 
     Rows past ``n_valid`` are filled with the last valid state before the observables are
@@ -150,6 +155,7 @@ def _make_trajectory(name, rule, task, data, times, ws, stopped_early, n_valid=N
         train_loss=obs.get("train"),
         test_loss=obs.get("test"),
         stopped_early=stopped_early,
+        stop_reason=(stop_reason or "loss threshold") if stopped_early else None,
     )
 
 

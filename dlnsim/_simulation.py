@@ -1,9 +1,12 @@
-"""Integrating learning rules with diffrax: :func:`simulate` (continuous time) and
+"""Integrating learning rules with diffrax: :func:`simulate` (continuous time, one net),
+:func:`simulate_batch` (a batch of initial weights, one vmapped solve) and
 :func:`simulate_discrete` (forward Euler). The observables live in ``dlnsim._observables``,
 batches in ``dlnsim._batch`` and the input and result checks in ``dlnsim._run_checks``; their
 public names are re-exported here."""
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import diffrax
 import equinox as eqx
@@ -12,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array
 
-from ._batch import TrajectoryBatch, init_weights_batch, simulate_batch
+from ._batch import TrajectoryBatch, init_weights_batch, solve_batch
 from ._checks import DynamicsBlowUpError, check_integer, check_nonnegative, check_positive
 from ._models import as_weights, network_map
 from ._observables import ModeComparison, Trajectory, _make_trajectory, compare_with_modes
@@ -72,14 +75,12 @@ def simulate(
     loss_threshold: float | None = None,
     progress_meter: diffrax.AbstractProgressMeter | None = None,
     stop_at_saddle: bool = False,
-) -> Trajectory | TrajectoryBatch:
+) -> Trajectory:
     """Integrates a learning rule with diffrax and returns its :class:`Trajectory`.
 
     Args:
-        net_or_weights: a :class:`DeepLinearNet`, a sequence ``(W_1, ..., W_d)``, or a batch:
-            a sequence of 3-D arrays ``(B, n_i, n_{i-1})`` (see :func:`init_weights_batch`). A
-            batch runs as one vmapped solve and returns a :class:`TrajectoryBatch`, in which a
-            failed element does not stop the others.
+        net_or_weights: a :class:`DeepLinearNet` or a sequence ``(W_1, ..., W_d)``. (A batch of
+            initial weights goes to :func:`simulate_batch`.)
         rule: a rule name (see ``dlnsim.RULES``) or any vector field ``f(t, weights, task)``.
         task: a :class:`Task` or :class:`StudentTeacherData` (adds train and test losses).
         t1: the end time (eta = 1, so t counts learning-rate units).
@@ -87,25 +88,91 @@ def simulate(
             ``diffrax.diffeqsolve``. Defaults: 501 equally spaced saves (the final state is
             always saved too), Tsit5, and a PID controller with rtol 1e-8, atol 1e-10.
         loss_threshold: stop early once the task loss falls to this value.
-        stop_at_saddle: (single runs with a ``loss_threshold``) also stop once a square net whose
-            map's determinant has the wrong sign has its loss within ``loss_threshold`` of the
+        stop_at_saddle: (with a ``loss_threshold``) also stop once a square net whose map's
+            determinant has the wrong sign has its loss within ``loss_threshold`` of the
             saddle's (:func:`determinant_saddle_loss`, when above the threshold), where the
-            flow may crawl on until t1. The trajectory then has ``stopped_early`` set but a final
-            loss above the threshold. A heuristic: a net that is not aligned and balanced may
-            still cross the singular maps later, slowly (an SGD run at N = 4 crosses between
-            t = 1e3 and 4e4), so integrate a fixed time to see whether it does.
+            flow may crawl on until t1. The trajectory then has ``stop_reason`` set to
+            ``"determinant saddle"`` and a final loss above the threshold. A heuristic: a net
+            that is not aligned and balanced may still cross the singular maps later, slowly
+            (an SGD run at N = 4 crosses between t = 1e3 and 4e4), so integrate a fixed time to
+            see whether it does.
 
     Raises:
-        DynamicsBlowUpError: (single runs) the state became non-finite, the steps stalled, or
-            max_steps ran out; or, at t0, the field is non-finite or exactly zero although the
-            loss is not ~0 (e.g. NGD from weights so small that it underflows). It carries the
-            time reached and a hint; no NaN is ever returned. In a batch each failed element
-            gets its message in ``status`` instead.
-        ValueError, TypeError: bad inputs (non-finite or non-real weights, mismatched widths or
-            task, t1 <= t0, dt0 <= 0, max_steps < 1, saveat.ts outside [t0, t1], ...), in one
-            line naming the argument.
+        DynamicsBlowUpError: the state became non-finite, the steps stalled, or max_steps ran
+            out; or, at t0, the field is non-finite or exactly zero although the loss is not ~0
+            (e.g. NGD from weights so small that it underflows). It carries the time reached
+            and a hint; no NaN is ever returned.
+        ValueError, TypeError: bad inputs (non-finite or non-real weights, a batch, mismatched
+            widths or task, t1 <= t0, dt0 <= 0, max_steps < 1, saveat.ts outside [t0, t1], ...),
+            in one line naming the argument.
     """
     weights, batch = _split_weights(net_or_weights)
+    if batch is not None:
+        raise TypeError(
+            "simulate integrates one net; for a batch of initial weights (3-D arrays) use simulate_batch"
+        )
+    run = _prepare(weights, rule, task, t0, t1, saveat, solver, stepsize_controller, dt0, max_steps,
+                   loss_threshold, progress_meter, stop_at_saddle)  # fmt: skip
+    _initial_check(run.field, run.t0, weights, run.base)
+    sol = run.solve(weights)
+    times, ws = np.asarray(sol.ts), tuple(np.asarray(w) for w in sol.ys)
+    n_ok, event_hit = check_run(times, ws, sol.result, run.t0, run.field)
+    saddle_hit = isinstance(sol.event_mask, tuple) and bool(sol.event_mask[1])
+    reason = "determinant saddle" if saddle_hit else "loss threshold"
+    return _make_trajectory(run.name, run.field, run.base, run.data, times, ws, event_hit, n_ok, reason)
+
+
+def simulate_batch(
+    weights,
+    rule,
+    task,
+    t1: float,
+    *,
+    t0: float = 0.0,
+    saveat: diffrax.SaveAt | None = None,
+    solver: diffrax.AbstractSolver | None = None,
+    stepsize_controller: diffrax.AbstractStepSizeController | None = None,
+    dt0: float | None = None,
+    max_steps: int = 200_000,
+    loss_threshold: float | None = None,
+    progress_meter: diffrax.AbstractProgressMeter | None = None,
+) -> TrajectoryBatch:
+    """Integrates a learning rule from a batch of initial weights as one vmapped diffrax solve.
+
+    Args:
+        weights: a sequence of 3-D arrays ``(B, n_i, n_{i-1})`` (see :func:`init_weights_batch`).
+        rule: a rule name or vector field, as for :func:`simulate`; the other arguments (task,
+            t1, t0, saveat, solver, stepsize_controller, dt0, max_steps, loss_threshold,
+            progress_meter) are also as for :func:`simulate`, shared by every element.
+
+    Returns:
+        A :class:`TrajectoryBatch`: a failed element (blow-up, stalled steps, an unusable field
+        at t0) gets None and its message in ``status`` and does not stop the others.
+    """
+    first, batch = _split_weights(weights)
+    if batch is None:
+        raise TypeError(
+            "simulate_batch needs a batch of initial weights (3-D arrays (B, n_i, n_{i-1})); "
+            "for one net use simulate"
+        )
+    run = _prepare(first, rule, task, t0, t1, saveat, solver, stepsize_controller, dt0, max_steps,
+                   loss_threshold, progress_meter, False)  # fmt: skip
+    return solve_batch(run.name, run.field, run.solve, run.t0, batch, run.base, run.data)
+
+
+class _Run(NamedTuple):
+    name: str
+    field: object
+    base: object
+    data: object
+    t0: float
+    solve: object  # y0 -> diffrax.Solution
+
+
+def _prepare(weights, rule, task, t0, t1, saveat, solver, stepsize_controller, dt0, max_steps,
+             loss_threshold, progress_meter, stop_at_saddle) -> _Run:  # fmt: skip
+    """Validates the inputs of :func:`simulate` / :func:`simulate_batch` (``weights``: one
+    element's) and builds the solve: one ``diffrax.diffeqsolve`` of the initial state."""
     base, data = _split_task(task)
     _check_task_matches(weights, base)
     t0, t1, dt0, max_steps = _check_times(t0, t1, dt0, max_steps)
@@ -122,7 +189,7 @@ def simulate(
     event = None
     if loss_threshold is not None:
         threshold = jnp.asarray(check_nonnegative("loss_threshold", loss_threshold))
-        saddle = determinant_saddle_loss(weights, base) if stop_at_saddle and batch is None else None
+        saddle = determinant_saddle_loss(weights, base) if stop_at_saddle else None
         if saddle is None or saddle <= float(threshold):  # no saddle, or one under the threshold
             event = diffrax.Event(_LossReached(threshold))
         else:
@@ -156,13 +223,7 @@ def simulate(
             progress_meter=diffrax.NoProgressMeter() if progress_meter is None else progress_meter,
         )
 
-    if batch is None:
-        _initial_check(field_, t0, weights, base)
-        sol = solve(weights)
-        times, ws = np.asarray(sol.ts), tuple(np.asarray(w) for w in sol.ys)
-        n_ok, event_hit = check_run(times, ws, sol.result, t0, field_)
-        return _make_trajectory(name, field_, base, data, times, ws, event_hit, n_ok)
-    return simulate_batch(name, field_, solve, t0, batch, base, data)
+    return _Run(name, field_, base, data, t0, solve)
 
 
 def simulate_discrete(
@@ -259,5 +320,6 @@ __all__ = [
     "compare_with_modes",
     "init_weights_batch",
     "simulate",
+    "simulate_batch",
     "simulate_discrete",
 ]

@@ -155,10 +155,23 @@ def test_simulate_validation():
         dlnsim.simulate_discrete(net, "sgd", task, lr=-1.0, steps=3)
 
 
+def test_simulate_takes_one_net_and_simulate_batch_a_batch():
+    """Type-stable: simulate always returns a Trajectory, simulate_batch a TrajectoryBatch; each
+    refuses the other's input in one line naming the other."""
+    net, task = problem(widths=(3, 3, 3), seed=2)
+    batch = dlnsim.init_weights_batch((3, 3, 3), jr.split(jr.PRNGKey(1), 2), init="xavier")
+    with pytest.raises(TypeError, match="use simulate_batch"):
+        dlnsim.simulate(batch, "sgd", task, 1.0)
+    with pytest.raises(TypeError, match="for one net use simulate"):
+        dlnsim.simulate_batch(net, "sgd", task, 1.0)
+
+
 def test_batched_simulate_matches_single_runs_and_isolates_failures():
     _, task = problem(widths=(4, 4, 4, 4), seed=9)
     batch = dlnsim.init_weights_batch((4, 4, 4, 4), jr.split(jr.PRNGKey(1), 4), init="xavier")
-    res = dlnsim.simulate(batch, "sqrt-ngd", task, 2.0, saveat=diffrax.SaveAt(ts=jnp.linspace(0, 2, 11)))
+    res = dlnsim.simulate_batch(
+        batch, "sqrt-ngd", task, 2.0, saveat=diffrax.SaveAt(ts=jnp.linspace(0, 2, 11))
+    )
     assert isinstance(res, dlnsim.TrajectoryBatch) and res.status == ("ok",) * 4
     single = dlnsim.simulate(
         tuple(w[2] for w in batch), "sqrt-ngd", task, 2.0, saveat=diffrax.SaveAt(ts=jnp.linspace(0, 2, 11))
@@ -169,7 +182,7 @@ def test_batched_simulate_matches_single_runs_and_isolates_failures():
         return tuple(x**2 for x in w)
 
     mixed = tuple(jnp.stack([0.01 * jnp.abs(w[0]), jnp.abs(w[1]) + 1.0]) for w in batch)
-    res = dlnsim.simulate(mixed, explodes, task, 2.0, max_steps=2000)
+    res = dlnsim.simulate_batch(mixed, explodes, task, 2.0, max_steps=2000)
     assert list(res.succeeded) == [True, False]
     assert "blew up at t=" in res.status[1] and 0 < res.failure_times[1] < 1.0
     assert np.all(np.isfinite(res[0].loss))
@@ -219,7 +232,8 @@ def test_gradient_flow_of_a_wrong_sign_square_net_settles_on_the_saddle_loss():
     assert np.all(traj.loss >= saddle * (1 - 1e-9))
     # stop_at_saddle ends the run there instead of integrating on to t1
     stopped = dlnsim.simulate(weights, "sgd", task, 1e4, loss_threshold=1e-3, stop_at_saddle=True)
-    assert stopped.stopped_early and stopped.times[-1] < 60.0
+    assert stopped.stopped_early and stopped.stop_reason == "determinant saddle" and stopped.times[-1] < 60.0
+    assert traj.stop_reason is None and not traj.stopped_early
     assert saddle < stopped.loss[-1] <= saddle + 1e-3 * (1 + 1e-6)
 
 
@@ -228,4 +242,4 @@ def test_stop_at_saddle_does_not_stop_a_net_that_can_converge():
     flipped = (jnp.abs(weights[0]), weights[1])  # every mode of the right sign: no saddle
     assert dlnsim.determinant_saddle_loss(flipped, task) is None
     traj = dlnsim.simulate(flipped, "sgd", task, 1e4, loss_threshold=1e-3, stop_at_saddle=True)
-    assert traj.stopped_early and traj.loss[-1] <= 1e-3 * (1 + 1e-6)
+    assert traj.stopped_early and traj.stop_reason == "loss threshold" and traj.loss[-1] <= 1e-3 * (1 + 1e-6)

@@ -378,7 +378,7 @@ def test_ngd_from_underflowing_weights_is_refused_with_time_and_hint():
 def test_batched_runs_report_a_vanishing_field_per_element_and_keep_the_others():
     zero = tuple(jnp.zeros_like(w) for w in NET.weights)  # the saddle at W = 0: SGD's field is 0
     batch = tuple(jnp.stack([z, w, z]) for z, w in zip(zero, NET.weights))
-    res = dlnsim.simulate(batch, "sgd", TASK, 1.0, saveat=TS)
+    res = dlnsim.simulate_batch(batch, "sgd", TASK, 1.0, saveat=TS)
     assert list(res.succeeded) == [False, True, False]
     for b in (0, 2):
         assert "t=0" in res.status[b] and "exactly zero" in res.status[b] and res.failure_times[b] == 0.0
