@@ -11,6 +11,7 @@ from jaxtyping import Array, Float
 from ._checks import as_real_array, check_covariance, check_nonnegative, check_positive
 from ._curvature_base import AbstractCurvature, all_square, choose, hyperparameter
 from ._linalg import (
+    default_rcond,
     divided_differences,
     eigh,
     inv,
@@ -160,9 +161,10 @@ class CovarianceCurvature(AbstractCurvature):
             grad = b.T @ precision @ delta @ task.input_cov @ a.T
             rc_err, rc_act = self._rcond(err.shape[0], dtype), self._rcond(act.shape[0], dtype)
 
-            def by_factors(err=err, act=act, grad=grad, rc_err=rc_err, rc_act=rc_act):
-                left = psd_function_apply(err, grad, power, shift, rc_err)
-                return (scale * d) ** (-power) * psd_function_apply(act, left.T, power, shift, rc_act).T
+            def by_factors(err=err, act=act, grad=grad):
+                return (scale * d) ** (-power) * layer_natural_gradient(
+                    err, grad, act, shift, self.rcond, power
+                )
 
             def by_products(err=err, act=act, grad=grad, rc_err=rc_err, rc_act=rc_act):
                 ee, ue = eigh(err)
@@ -180,6 +182,22 @@ class CovarianceCurvature(AbstractCurvature):
 
             out.append(choose(damping == 0.0, by_factors, by_products))
         return tuple(out)
+
+
+def layer_natural_gradient(err_cov, cross, act_cov, shift, rcond=None, power=1.0):
+    """(<e e^T> + shift I)^(-power) <e x^T> (<x x^T> + shift I)^(-power): one layer's natural
+    gradient without the 1/d (Bernacchia et al. 2018, eq. 10; with shift = sqrt(lambda), eq. 20).
+    Each factor's (pseudo-inverse) power is cut at its own rank cutoff, ``default_rcond(size)``
+    unless ``rcond`` is given.
+
+    Shared by :class:`CovarianceCurvature` (any power: q-NGD-d with Bernacchia's damping), the
+    continuous-time :class:`dlnsim.BernacchiaFlow` (population covariances) and the online
+    algorithm of ``dlnsim._online`` (minibatch estimates).
+    """
+    rc_err = default_rcond(err_cov.shape[0], err_cov.dtype) if rcond is None else rcond
+    rc_act = default_rcond(act_cov.shape[0], act_cov.dtype) if rcond is None else rcond
+    left = psd_function_apply(err_cov, cross, power, shift, rc_err)
+    return psd_function_apply(act_cov, left.T, power, shift, rc_act).T
 
 
 # The inverse paths of the block rules require every estimated condition number to be 10x inside

@@ -17,7 +17,12 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ._block_curvature import _CUTOFF_MARGIN, condition_estimate, square_path_conditions
+from ._block_curvature import (
+    _CUTOFF_MARGIN,
+    condition_estimate,
+    layer_natural_gradient,
+    square_path_conditions,
+)
 from ._checks import as_real_array, check_covariance, check_nonnegative, check_q
 from ._curvature import CURVATURE_METHODS, BlockDiagonalGaussNewton, GaussNewton
 from ._curvature_base import (
@@ -29,7 +34,7 @@ from ._curvature_base import (
     loss_gradient,
     optional_rcond,
 )
-from ._linalg import default_rcond, inv, psd_function_apply
+from ._linalg import default_rcond, inv
 from ._models import Weights, check_weights, network_map, prefix_products, suffix_products
 from ._tasks import Task
 
@@ -125,22 +130,6 @@ def _gram_rcond(size: int, dtype, rcond):
     return default_rcond(size, dtype) if rcond is None else rcond
 
 
-def _pinv_psd_apply(m, x, shift, rcond):
-    """(m + shift)^+ x for symmetric PSD m (eigh; derivatives finite at repeated eigenvalues)."""
-    return psd_function_apply(m, x, 1.0, shift, _gram_rcond(m.shape[0], m.dtype, rcond))
-
-
-def layer_natural_gradient(err_cov, cross, act_cov, shift, rcond=None):
-    """(<e e^T> + shift I)^+ <e x^T> (<x x^T> + shift I)^+: one layer's natural gradient without
-    the 1/d (Bernacchia et al. 2018, eq. 10; with shift = sqrt(lambda), eq. 20).
-
-    Shared by the continuous-time :class:`BernacchiaFlow` (population covariances) and the online
-    algorithm of ``dlnsim._online`` (minibatch estimates).
-    """
-    left = _pinv_psd_apply(err_cov, cross, shift, rcond)
-    return _pinv_psd_apply(act_cov, left.T, shift, rcond).T
-
-
 def _as_output_cov(cov):
     """Sigma~ as a real 2-D array (None stays None); its symmetry and definiteness are checked in
     :meth:`BernacchiaFlow.__check_init__`."""
@@ -229,7 +218,7 @@ class BernacchiaFlow(eqx.Module):
         else:
             cond_p = 1.0
         widths = [w.shape[1] for w in weights] + [weights[-1].shape[0]]
-        # the eigenvalues of <e e^T> (n_i) and <x x^T> (n_{i-1}) are cut as in _pinv_psd_apply
+        # the eigenvalues of <e e^T> (n_i) and <x x^T> (n_{i-1}) are cut as in layer_natural_gradient
         rc_err = jnp.stack([jnp.asarray(_gram_rcond(n, delta.dtype, self.rcond)) for n in widths[1:]])
         rc_act = jnp.stack([jnp.asarray(_gram_rcond(n, delta.dtype, self.rcond)) for n in widths[:-1]])
         safe = jnp.all((cond_p * cond_b**2 * rc_err < _CUTOFF_MARGIN) & (cond_a**2 * rc_act < _CUTOFF_MARGIN))
