@@ -206,7 +206,8 @@ def _built_in_modules() -> list[str]:
 
 class _Registry(MutableMapping[str, Experiment]):
     """The id -> :class:`Experiment` registry. The built-in reproductions are imported on first
-    use, so that ``import dlnsim`` loads none of them (nor what they import)."""
+    use, so that ``import dlnsim`` loads none of them (nor what they import). Ids iterate in
+    sorted order (curvature-fig1, ..., fisher-figS2), whatever the order of registration."""
 
     def __init__(self):
         self._entries: dict[str, Experiment] = {}
@@ -237,7 +238,7 @@ class _Registry(MutableMapping[str, Experiment]):
 
     def __iter__(self):
         self._load()
-        return iter(list(self._entries))
+        return iter(sorted(self._entries))
 
     def __len__(self) -> int:
         self._load()

@@ -1,12 +1,12 @@
 """The Huh 2020 reproductions (curvature-fig1, -fig2, -figS1, -figS2) at --fast size: their key
 numbers, thresholds and verdicts (curvature-fig3: test_repro_curvature_generalization.py)."""
 
-import json
 import math
 
 import numpy as np
 import pytest
 from example_scripts import load_example
+from repro_helpers import assert_check, reproduce_fast
 from typer.testing import CliRunner
 
 from dlnsim import experiments
@@ -25,35 +25,7 @@ FULL_VERDICTS = {
 
 
 def reproduce(fid, tmp_path):
-    rep = experiments.reproduce(fid, fast=True, seed=0, out=tmp_path / fid)
-    failed = [str(c) for c in rep.failed]
-    assert rep.passed, failed
-    assert sorted(p.name for p in (tmp_path / fid).iterdir()) == [
-        ".dlnsim-output.json", "data.npz", "figure.pdf", "figure.png", "metrics.json",
-    ]  # fmt: skip
-    m = json.loads((tmp_path / fid / "metrics.json").read_text())
-    assert m["passed"] is True and m["fast"] is True and len(m["checks"]) == len(rep.checks)
-    assert m["verdict"] == rep.verdict
-    # every check states where its threshold comes from
-    assert all(c.basis.split(":")[0] in experiments.BASES for c in rep.checks), [
-        c.name for c in rep.checks if not c.basis
-    ]
-    return rep
-
-
-def assert_check(rep, name, threshold, value=None, *, kind=None, rel=None, below=None, passed=True):
-    """The check ``name`` has this threshold (a loosened one fails), kind and outcome, and its value is
-    ``value`` (to ``rel``) or below ``below``."""
-    c = rep[name]
-    assert c.threshold == threshold, name
-    if kind is not None:
-        assert c.kind == kind, name
-    assert c.passed is passed, str(c)
-    if value is not None:
-        assert c.value == pytest.approx(value, rel=rel), str(c)
-    if below is not None:
-        assert c.value < below, str(c)
-    return c
+    return reproduce_fast(fid, tmp_path / fid)[0]
 
 
 def test_list_shows_the_ids_with_sources_and_verdicts():

@@ -1,26 +1,19 @@
 """Karakida & Osawa 2020, Figs. 1(a), 1(b), S.1 at --fast size: the files, the checks' thresholds and
 values, the claims and the verdicts."""
 
-import json
 import math
 
 import pytest
+from repro_helpers import reproduce_fast
 
 from dlnsim import experiments
 from dlnsim._repro.fisher_convergence_tri import _pinv_alpha
 
-FILES = [".dlnsim-output.json", "data.npz", "figure.pdf", "figure.png", "metrics.json"]
 REL = 1e-3  # float64, deterministic for a seed: a few steps of training on one machine's BLAS
 
 
 def _run(id, tmp_path_factory):
-    out = tmp_path_factory.mktemp(id) / "out"
-    rep = experiments.reproduce(id, fast=True, seed=0, out=out)
-    assert rep.passed, [str(c) for c in rep.failed]
-    assert sorted(p.name for p in out.iterdir()) == FILES
-    m = json.loads((out / "metrics.json").read_text())
-    assert m["passed"] and m["fast"] and m["verdict"] == rep.verdict
-    assert all(c["basis"] for c in m["checks"])
+    rep, _ = reproduce_fast(id, tmp_path_factory.mktemp(id) / "out")
     assert experiments.EXPERIMENTS[id].source.startswith("Karakida & Osawa 2020")
     return rep
 

@@ -1,11 +1,10 @@
 """Karakida & Osawa 2020, Figs. 2, 3, S.2 at --fast size: the files, the key numbers (thresholds and
 values of each check and claim), the verdicts, and that the same seed gives the same numbers."""
 
-import json
-
 import numpy as np
 import pytest
 from example_scripts import load_example
+from repro_helpers import reproduce_fast
 
 from dlnsim import experiments
 from dlnsim._repro.fisher_kernels import _alpha_s156
@@ -13,12 +12,11 @@ from dlnsim._repro.fisher_kernels import _alpha_s156
 IDS = ("fisher-fig2", "fisher-fig3", "fisher-figS2")
 # fisher-fig3 takes 30-70 s at --fast on a 2-core CPU: in the slow run (pytest -m slow)
 SLOW = ("fisher-fig3",)
-FILES = [".dlnsim-output.json", "data.npz", "figure.pdf", "figure.png", "metrics.json"]
 
 
 def _reproduce(id, tmp_path_factory):
     out = tmp_path_factory.mktemp(id) / id
-    return experiments.reproduce(id, fast=True, seed=0, out=out), out
+    return reproduce_fast(id, out)[0], out
 
 
 @pytest.fixture(scope="module")
@@ -41,15 +39,8 @@ _FIXTURE = {"fisher-fig2": "fig2", "fisher-fig3": "fig3", "fisher-figS2": "figS2
 
 @pytest.mark.parametrize("id", [pytest.param(i, marks=pytest.mark.slow) if i in SLOW else i for i in IDS])
 def test_fast_reproduction_writes_its_files(id, request):
-    rep, out = request.getfixturevalue(_FIXTURE[id])
-    assert rep.passed, [str(c) for c in rep.failed]
-    assert sorted(p.name for p in out.iterdir()) == FILES
-    m = json.loads((out / "metrics.json").read_text())
-    assert m["passed"] and m["fast"] and len(m["checks"]) == len(rep.checks) >= 4
-    assert m["verdict"] == rep.verdict and m["findings"] == rep.findings
-    assert all(
-        c["basis"].split(":")[0] in ("paper", "finite-size", "precision", "exact") for c in m["checks"]
-    )
+    rep, _ = request.getfixturevalue(_FIXTURE[id])
+    assert len(rep.checks) >= 4
     assert experiments.EXPERIMENTS[id].source.startswith("Karakida & Osawa 2020")
     assert experiments.EXPERIMENTS[id].verdict == "reproduces"  # the full-size verdict
 
