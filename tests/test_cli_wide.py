@@ -60,7 +60,7 @@ def test_wide_tri_diagonal_singular_depth_exits_2(tmp_path):
     assert len(lines) == 1 and "Lemma 4.3" in lines[0] and "--damping" in lines[0]
     assert not (tmp_path / "t").exists()
     res = invoke("--fisher", "tri-diagonal", "--depth", 5, "--width", 32, "--samples", 4, "--input-dim", 6,
-                 "--damping", 1e-6, "--steps", 1, "--lr", 0.1, "--test-samples", 4,
+                 "--rho", 1e-6, "--steps", 1, "--lr", 0.1, "--test-samples", 4,
                  "--out", tmp_path / "t")  # fmt: skip
     assert res.exit_code == 0, res.output
 

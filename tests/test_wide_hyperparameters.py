@@ -50,9 +50,7 @@ def test_new_damping_and_learning_rate_reuse_the_compiled_step(cls):
         updates, _ = opt.update(net, x, y, opt.init(net))
         return eqx.apply_updates(net, updates)(x)
 
-    outs = [
-        step(wide.NGD(cls(damping=rho), eta), mlp) for rho, eta in ((1e-3, 0.1), (2e-3, 0.1), (2e-3, 0.3))
-    ]
+    outs = [step(wide.NGD(cls(rho=rho), eta), mlp) for rho, eta in ((1e-3, 0.1), (2e-3, 0.1), (2e-3, 0.3))]
     assert len(traces) == 1
     assert not np.allclose(outs[0], outs[1]) and not np.allclose(outs[1], outs[2])
 
@@ -63,10 +61,10 @@ def test_run_ngd_compiles_once_for_two_learning_rates_and_dampings():
     task = wide.synthetic_task(jr.PRNGKey(3), 4, 5, test_samples=3)
     before = wide.run_ngd._cached._cache_size()
     runs = [
-        wide.train(mlp, task, wide.ngd("kfac", damping=rho, learning_rate=eta), 2)
+        wide.train(mlp, task, wide.ngd("kfac", rho=rho, learning_rate=eta), 2)
         for rho, eta in ((1e-3, 0.05), (1e-2, 0.05), (1e-2, 0.07))
     ]
-    runs.append(wide.train(mlp, task, wide.NGD(wide.KFACFisher(damping=1e-2, rcond=1e-8), 0.07), 2))
+    runs.append(wide.train(mlp, task, wide.NGD(wide.KFACFisher(rho=1e-2, rcond=1e-8), 0.07), 2))
     assert wide.run_ngd._cached._cache_size() == before + 1
     assert runs[0].learning_rate == 0.05 and runs[2].learning_rate == 0.07
     assert np.abs(runs[0].f_train - runs[2].f_train).max() > 1e-6
@@ -82,7 +80,7 @@ def test_vmap_over_damping_equals_a_loop(cls):
     rhos = jnp.array([0.0, 1e-3, 0.1])
 
     def update(rho):
-        return flat(*wide.natural_gradient(mlp, sig, r, cls(damping=rho)))
+        return flat(*wide.natural_gradient(mlp, sig, r, cls(rho=rho)))
 
     batched = jax.vmap(update)(rhos)
     looped = jnp.stack([update(float(rho)) for rho in rhos])
@@ -175,7 +173,7 @@ def test_fisher_classes_and_the_string_factory():
     assert wide.BlockDiagonalFisher(damping=1e-3).alpha(mlp, 2) is None
     assert wide.DiagonalFisher().alpha(mlp, 2) is None
     for build, match in (
-        (lambda: wide.BlockDiagonalFisher(damping=-1.0), "damping must be a finite number >= 0"),
+        (lambda: wide.BlockDiagonalFisher(rho=-1.0), r"rho \(damping\) must be a finite number >= 0"),
         (lambda: wide.KFACFisher(damping=np.nan), "damping"),
         (lambda: wide.KFACFisher(kfac_bias="rows"), "kfac_bias must be 'augmented' or 'block'"),
         (lambda: wide.ExactFisher(loss="hinge"), "unknown loss"),
@@ -191,3 +189,19 @@ def test_fisher_classes_and_the_string_factory():
     with pytest.raises(TypeError, match="fisher"):
         wide.NGD("bd")
     wide.TriDiagonalFisher(damping=1e-3).check_depth(5)  # damped: allowed
+
+
+def test_rho_is_the_fisher_damping_and_damping_its_old_name():
+    """Karakida & Osawa's rho is ``rho`` everywhere (classes, factories, ngd, FisherFlow, CLI); the
+    old name ``damping`` still builds the same Fisher, and giving both is refused."""
+    new, old = wide.BlockDiagonalFisher(rho=1e-3), wide.BlockDiagonalFisher(damping=1e-3)
+    assert float(new.rho) == float(old.rho) == float(old.damping) == 1e-3
+    assert float(wide.Fisher("kfac", damping=2e-3).rho) == float(wide.as_fisher("kfac", rho=2e-3).rho) == 2e-3
+    assert float(wide.ngd("bd", damping=4e-3).fisher.rho) == float(wide.ngd("bd", rho=4e-3).fisher.rho)
+    assert float(wide.FisherFlow("bd", rho=5e-3).rho) == 5e-3
+    with pytest.raises(ValueError, match="rho \\(or its old name damping\\), not both"):
+        wide.BlockDiagonalFisher(rho=1e-3, damping=1e-3)
+    with pytest.raises(ValueError, match="not both"):
+        wide.ngd("bd", 1e-3, damping=1e-3)
+    with pytest.raises(ValueError, match="rho \\(damping\\) must be"):
+        wide.UnitWiseFisher(rho=-1.0)

@@ -353,7 +353,7 @@ def compute_figS1(*, fast: bool, seed: int) -> FigS1Result:
     seeds = 2 if fast else 3
     task = wide.digits_task(_key(seed, 5), samples, classes=(0, 7), test_samples=20)
     y = np.asarray(task.y_train)
-    fisher = wide.Fisher("unit-wise", damping=UNIT_DAMPING)
+    fisher = wide.Fisher("unit-wise", rho=UNIT_DAMPING)
     nets = {}
     for k, (activation, shift) in enumerate(FIGS1_NETS):
         name = activation if not shift else f"{activation}, s = {shift:g}"

@@ -153,7 +153,7 @@ def compute_fig1b(*, fast: bool, seed: int) -> Fig1bResult:
         d = {"alpha_limit": alpha0, "sigma_min_abs_eigenvalue": eig_min, "null_overlap": overlap, "lr": lr}
         d.update(alpha_rho=[], ours=[], deviation=[], paper32=[], paper64=[], step32=[], step64=[], ref=[])
         for rho in dampings:
-            fisher = wide.Fisher("tri-diagonal", damping=rho)
+            fisher = wide.Fisher("tri-diagonal", rho=rho)
             d["alpha_rho"].append(wide.isotropy(wide.theta_bar(mlp, sig, fisher))[0])
             run = wide.train(mlp, task, wide.NGD(fisher, lr), steps)
             d["ours"].append(run.train_loss)
@@ -420,7 +420,7 @@ def fig1b(*, fast: bool, seed: int) -> Reproduction:
         "sigma_w2": SIGMA_W2,
         "sigma_b2": SIGMA_B2,
         "computations": {
-            "dlnsim": "wide.NGD(wide.Fisher('tri-diagonal', damping=rho)): symmetric C + N rho I (float64)",
+            "dlnsim": "wide.NGD(wide.Fisher('tri-diagonal', rho=rho)): symmetric C + N rho I (float64)",
             "paper32": "the authors' code (ngd_in_wide_nn, block_wise_natural_gradient_mse_fn, tri=True): "
             "jnp.linalg.solve of ((Sigma x I) blockdiag(Theta_l) + rho I) v = 1 x r in float32 (JAX's "
             "default), network and Jacobians in float32",

@@ -63,7 +63,7 @@ def fig3_compute(*, fast: bool, seed: int) -> Fig3Result:
                     ev = np.linalg.eigvalsh(np.asarray(wide.ntk(mlp, sig)))
                     cond[b, a, i] = ev.max() / ev.min()
                 else:
-                    fisher = wide.Fisher(name, damping=UNIT_DAMPING)
+                    fisher = wide.Fisher(name, rho=UNIT_DAMPING)
                     cond[b, a, i] = wide.isotropy(wide.theta_bar(mlp, sig, fisher))[1]
     return Fig3Result(depth, samples, input_dim, widths, cond, task.description)
 
@@ -245,7 +245,7 @@ def figS2_compute(*, fast: bool, seed: int) -> FigS2Result:
     seeds = 2 if fast else 3
     shifts = np.linspace(0.0, 3.0, 5 if fast else 13)
     task = wide.synthetic_task(_key(seed, 7), samples, samples, test_samples=1)
-    fisher = wide.Fisher("unit-wise", damping=UNIT_DAMPING)
+    fisher = wide.Fisher("unit-wise", rho=UNIT_DAMPING)
     numeric = np.zeros((len(shifts), seeds))
     theory, library = np.zeros(len(shifts)), np.zeros(len(shifts))
     for a, s in enumerate(shifts):

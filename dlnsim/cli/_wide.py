@@ -34,7 +34,7 @@ WIDE_DATASETS = ("synthetic", "digits")
 _CURVES = ("train_loss", "theory_loss", "deviation", "test_loss", "gd_theory_loss", "gd_theory_test_loss")
 
 
-def _check_counts(*, depth, width, samples, test_samples, outputs, steps, damping, lr) -> None:
+def _check_counts(*, depth, width, samples, test_samples, outputs, steps, rho, lr) -> None:
     """Refuses (ValueError) sizes that are not positive integers, a negative step count or damping,
     and a non-positive learning rate."""
     check_depth(depth)
@@ -44,7 +44,7 @@ def _check_counts(*, depth, width, samples, test_samples, outputs, steps, dampin
             raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
     if int(steps) != steps or steps < 0:
         raise ValueError(f"steps must be an integer >= 0, got {steps!r}")
-    check_nonnegative("damping", damping)
+    check_nonnegative("--rho (--damping)", rho)
     if lr is not None:
         check_positive("lr", lr)
 
@@ -78,7 +78,9 @@ def wide(
     sigma_w2: Annotated[float, typer.Option(help="Weight variance sigma_w^2.")] = 2.0,
     sigma_b2: Annotated[float, typer.Option(help="Bias variance sigma_b^2.")] = 0.5,
     bias: Annotated[bool, typer.Option(help="Include bias terms.")] = True,
-    damping: Annotated[float, typer.Option(help="Damping rho >= 0 (0: pseudo-inverse).")] = 0.0,
+    rho: Annotated[
+        float, typer.Option("--rho", "--damping", help="Damping rho >= 0 of the Fisher (0: pseudo-inverse).")
+    ] = 0.0,
     lr: Annotated[
         float | None,
         typer.Option(help="Learning rate; default the theory-optimal 1/alpha (0.1/alpha for CE)."),
@@ -114,12 +116,12 @@ def wide(
             raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
         _check_counts(
             depth=depth, width=width, samples=samples, test_samples=test_samples, outputs=outputs,
-            steps=steps, damping=damping, lr=lr,
+            steps=steps, rho=rho, lr=lr,
         )  # fmt: skip
         if forster and fisher != "kfac":
             raise ValueError("--forster applies to --fisher kfac only (Karakida & Osawa 2020, S.108-S.111)")
         fis = Fisher(
-            fisher, damping, kfac_bias="block" if forster else "augmented", loss=loss, ce_damping=ce_damping
+            fisher, rho, kfac_bias="block" if forster else "augmented", loss=loss, ce_damping=ce_damping
         )
         fis.check_depth(depth)
         k_data, k_net = jr.split(jr.PRNGKey(check_seed(seed)))

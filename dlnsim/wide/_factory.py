@@ -1,6 +1,6 @@
 """The string boundary: Fisher names to classes, and the functional API that accepts either.
 
-``as_fisher("kfac", damping=1e-3)`` and the old ``Fisher("kfac", 1e-3)`` build a
+``as_fisher("kfac", rho=1e-3)`` and the old ``Fisher("kfac", 1e-3)`` build a
 :class:`~dlnsim.wide.KFACFisher`; strings are used only here and in the CLI. :func:`precondition`,
 :func:`natural_gradient` and :func:`theta_bar` call the Fisher's ``prepare`` / ``apply`` /
 ``theta_bar`` (Karakida & Osawa 2020, eq. 9 and S.4).
@@ -35,15 +35,18 @@ FISHERS = tuple(FISHER_CLASSES)
 
 def fisher_from_name(
     name: str,
-    damping: float = 0.0,
+    rho: float = 0.0,
     kfac_bias: str = "augmented",
     loss: str = "mse",
     ce_damping: float = 1e-4,
     *,
     rcond: float | None = None,
+    damping: float | None = None,
 ) -> AbstractFisher:
     """The Fisher named ``name`` (one of ``FISHERS``) with its options, checked as the old ``Fisher`` did:
-    ``kfac_bias`` and ``loss`` are validated for every name, cross-entropy is layer-wise only."""
+    ``kfac_bias`` and ``loss`` are validated for every name, cross-entropy is layer-wise only. ``rho``
+    is the damping rho of Karakida & Osawa 2020, eq. 9 (``damping`` is its old name)."""
+    rho = _rho_or_damping(rho, damping)
     if not isinstance(name, str) or name not in FISHER_CLASSES:
         raise ValueError(f"unknown fisher {name!r}; choose one of {', '.join(FISHERS)}")
     if kfac_bias not in KFAC_BIAS:
@@ -57,34 +60,45 @@ def fisher_from_name(
         )
     cls = FISHER_CLASSES[name]
     if name in LAYERWISE:
-        return cls(damping=damping, rcond=rcond, loss=loss, ce_damping=ce_damping)
+        return cls(rho=rho, rcond=rcond, loss=loss, ce_damping=ce_damping)
     hyperparameter("ce_damping", ce_damping)  # checked as before, unused outside the layer-wise family
     if name == "kfac":
-        return cls(damping=damping, rcond=rcond, kfac_bias=kfac_bias)
-    return cls(damping=damping, rcond=rcond)
+        return cls(rho=rho, rcond=rcond, kfac_bias=kfac_bias)
+    return cls(rho=rho, rcond=rcond)
+
+
+def _rho_or_damping(rho, damping):
+    """rho, or ``damping`` (its old name) when that is given instead."""
+    if damping is None:
+        return rho
+    if not (isinstance(rho, int | float) and rho == 0.0):
+        raise ValueError("give the damping once: rho (or its old name damping), not both")
+    return damping
 
 
 class _FisherFactory(type):
     """``Fisher(...)`` builds the named subclass; ``isinstance(x, Fisher)`` tests for any Fisher."""
 
-    def __call__(cls, name, damping=0.0, kfac_bias="augmented", loss="mse", ce_damping=1e-4, *, rcond=None):
-        return fisher_from_name(name, damping, kfac_bias, loss, ce_damping, rcond=rcond)
+    def __call__(
+        cls, name, rho=0.0, kfac_bias="augmented", loss="mse", ce_damping=1e-4, *, rcond=None, damping=None
+    ):
+        return fisher_from_name(name, rho, kfac_bias, loss, ce_damping, rcond=rcond, damping=damping)
 
     def __instancecheck__(cls, obj) -> bool:
         return isinstance(obj, AbstractFisher)
 
 
 class Fisher(metaclass=_FisherFactory):
-    """The old string-keyed constructor, kept as an alias: ``Fisher(name, damping=0.0,
+    """The old string-keyed constructor, kept as an alias: ``Fisher(name, rho=0.0,
     kfac_bias="augmented", loss="mse", ce_damping=1e-4)`` returns the :class:`AbstractFisher` subclass
     for ``name`` (see :func:`fisher_from_name`), and every Fisher is an instance of ``Fisher``."""
 
 
-def as_fisher(fisher, damping: float | None = None, **kwargs) -> AbstractFisher:
+def as_fisher(fisher, rho: float | None = None, **kwargs) -> AbstractFisher:
     """A Fisher as given, or the one named ``fisher`` (see :func:`fisher_from_name`)."""
     if isinstance(fisher, AbstractFisher):
         return fisher
-    return fisher_from_name(str(fisher), 0.0 if damping is None else damping, **kwargs)
+    return fisher_from_name(str(fisher), 0.0 if rho is None else rho, **kwargs)
 
 
 def precondition(mlp: MLP, sig: Signals, fisher) -> Any:

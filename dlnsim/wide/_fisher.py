@@ -39,8 +39,8 @@ LAYERWISE = ("exact", "bd", "tri-diagonal")
 CE_RATE = 0.1  # c in eta = c / alpha for cross-entropy (S.167 leaves c free)
 
 
-def _damping(value) -> Float[Array, ""]:
-    return hyperparameter("damping", value)
+def _rho(value) -> Float[Array, ""]:
+    return hyperparameter("rho (damping)", value)
 
 
 def _ce_damping(value) -> Float[Array, ""]:
@@ -84,12 +84,25 @@ def symmetric_pinv(m: Float[Array, "a a"], rcond) -> Float[Array, "a a"]:
     return (evecs * inverse) @ evecs.T
 
 
-class AbstractFisher(eqx.Module):
+class _FisherMeta(type(eqx.Module)):
+    """Accepts ``damping=``, the old name of ``rho``, in every Fisher's constructor."""
+
+    def __call__(cls, *args, damping=None, **kwargs):
+        if damping is not None:
+            if "rho" in kwargs:
+                raise ValueError("give the damping once: rho (or its old name damping), not both")
+            kwargs["rho"] = damping
+        return super().__call__(*args, **kwargs)
+
+
+class AbstractFisher(eqx.Module, metaclass=_FisherMeta):
     """A Fisher approximation G~ of G = J^T J / N (Karakida & Osawa 2020, eqs. 8-9, 15).
 
     Attributes:
-        damping: rho >= 0 added to the Fisher (to each Kronecker factor for K-FAC); 0 is the
-            pseudo-inverse (zero-damping limit). An array leaf: a new value reuses compiled code.
+        rho: the damping rho >= 0 added to the Fisher (eq. 9; to each Kronecker factor for K-FAC);
+            0 is the pseudo-inverse (zero-damping limit). An array leaf: a new value reuses
+            compiled code. ``damping`` is its old name, kept as a constructor keyword and a
+            read-only attribute.
         rcond: the relative rank cutoff of the pseudo-inverses (default: ``PINV_RCOND`` for the
             sample-space Fishers, ``ENTRYWISE_RCOND`` for the entry-wise ones). An array leaf.
 
@@ -97,9 +110,14 @@ class AbstractFisher(eqx.Module):
     exist the theory methods ``undamped_alpha`` and ``analytic_theta_bar``.
     """
 
-    damping: Float[Array, ""] = eqx.field(default=0.0, converter=_damping)
+    rho: Float[Array, ""] = eqx.field(default=0.0, converter=_rho)
     rcond: Float[Array, ""] = eqx.field(default=None, converter=_pinv_rcond)
     name: ClassVar[str]
+
+    @property
+    def damping(self) -> Float[Array, ""]:
+        """The old name of :attr:`rho`."""
+        return self.rho
 
     @property
     def loss(self) -> str:
@@ -147,7 +165,7 @@ class AbstractFisher(eqx.Module):
 
     def alpha(self, mlp: MLP, n_samples: int, *, forster: bool = False) -> float | None:
         """The theoretical alpha (:meth:`undamped_alpha`), or None with damping > 0 or a traced damping."""
-        rho = concrete(self.damping)
+        rho = concrete(self.rho)
         if rho is None or rho > 0:
             return None
         return self.undamped_alpha(mlp, n_samples, forster=forster)
@@ -287,7 +305,7 @@ class AbstractLayerwiseFisher(AbstractFisher):
         check_power_pattern(sigma, power)
         grams = layer_grams(mlp, sig)
         metric = softmax_hessian(sig.f, self.ce_damping) if self.loss == "cross-entropy" else None
-        return layerwise_operator(grams, sigma, metric, n, self.damping, self.rcond, power)
+        return layerwise_operator(grams, sigma, metric, n, self.rho, self.rcond, power)
 
     def apply(self, mlp, sig, prepared, residual, *, power=None):
         """J_l^T P_l r for every layer."""
@@ -344,9 +362,9 @@ class ExactFisher(AbstractLayerwiseFisher):
             return super().prepare(mlp, sig, power=power)
         n, c = sig.f.shape
         if power is None:
-            p = psd_pinv(sum(layer_grams(mlp, sig)), n * self.damping, self.rcond)
+            p = psd_pinv(sum(layer_grams(mlp, sig)), n * self.rho, self.rcond)
         else:
-            p = psd_pinv(sum(layer_grams(mlp, sig)) / n, self.damping, self.rcond, power) / n
+            p = psd_pinv(sum(layer_grams(mlp, sig)) / n, self.rho, self.rcond, power) / n
         return jnp.broadcast_to(p, (mlp.depth, n * c, n * c))
 
     def analytic_theta_bar(self, kernels_test, kernels_train, *, sigma_w2, sigma_b2, bias):
@@ -385,11 +403,11 @@ class TriDiagonalFisher(AbstractLayerwiseFisher):
     def check_depth(self, depth: int) -> None:
         """Refuses the singular tri-diagonal Fisher (L = 2 mod 3, Lemma 4.3) without damping (a traced
         damping is not checked)."""
-        if depth % 3 == 2 and concrete(self.damping) == 0:
+        if depth % 3 == 2 and concrete(self.rho) == 0:
             raise ValueError(
                 f"the tri-diagonal Fisher is singular at depth L={depth} (L = 2 mod 3, Karakida & Osawa "
-                "2020, Lemma 4.3) and its pseudo-inverse NGD diverges; use damping > 0 (--damping) or "
-                "another depth"
+                "2020, Lemma 4.3) and its pseudo-inverse NGD diverges; use a damping rho > 0 "
+                "(--rho, old name --damping) or another depth"
             )
 
     def analytic_theta_bar(self, kernels_test, kernels_train, *, sigma_w2, sigma_b2, bias):

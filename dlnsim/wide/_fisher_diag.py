@@ -52,12 +52,12 @@ class UnitWiseFisher(AbstractFisher):
         if power is not None:
             powered = jax.vmap(psd_pinv, in_axes=(0, None, None, None))
             return tuple(
-                powered(unit_grams(mlp, sig, sig, layer) / n, self.damping, self.rcond, power) / n
+                powered(unit_grams(mlp, sig, sig, layer) / n, self.rho, self.rcond, power) / n
                 for layer in range(mlp.depth)
             )
         pinv = jax.vmap(psd_pinv, in_axes=(0, None, None))
         return tuple(
-            pinv(unit_grams(mlp, sig, sig, layer), n * self.damping, self.rcond) for layer in range(mlp.depth)
+            pinv(unit_grams(mlp, sig, sig, layer), n * self.rho, self.rcond) for layer in range(mlp.depth)
         )
 
     def apply(self, mlp, sig, prepared, residual, *, power=None):
@@ -142,9 +142,9 @@ class DiagonalFisher(AbstractFisher):
         gw, gb = _vjp_all(mlp, sig, [residual / n] * mlp.depth)
         ws, bs = [], []
         for layer, (ww, bb, _) in enumerate(prepared):
-            ws.append(_scaled(gw[layer], ww, self.damping, self.rcond, power))
+            ws.append(_scaled(gw[layer], ww, self.rho, self.rcond, power))
             if mlp.has_bias:
-                bs.append(_scaled(gb[layer], bb, self.damping, self.rcond, power))
+                bs.append(_scaled(gb[layer], bb, self.rho, self.rcond, power))
         return ws, (bs if mlp.has_bias else None)
 
 
@@ -171,7 +171,7 @@ class QuasiDiagonalFisher(AbstractFisher):
 
     def apply(self, mlp, sig, prepared, residual, *, power=None):
         n = residual.shape[0]
-        rho = self.damping
+        rho = self.rho
         if mlp.has_bias:
             check_quasi_diagonal_power(power)
         grads_w, grads_b = _vjp_all(mlp, sig, [residual / n] * mlp.depth)

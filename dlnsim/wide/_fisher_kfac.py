@@ -57,7 +57,7 @@ class KFACFisher(AbstractFisher):
         -1 (see the module docstring).
         """
         n, c = sig.f.shape
-        rho = self.damping
+        rho = self.rho
         augmented = self._augmented(mlp)
         if power is not None:
             return self._prepare_power(mlp, sig, power)
@@ -78,7 +78,7 @@ class KFACFisher(AbstractFisher):
     def _prepare_power(self, mlp: MLP, sig: Signals, power) -> tuple[tuple, tuple, tuple]:
         """The factors raised to -s (module docstring); with s = 1 they equal :meth:`prepare`'s."""
         n, c = sig.f.shape
-        rho = self.damping
+        rho = self.rho
         augmented = self._augmented(mlp)
         pbs, pas, pbias = [], [], []
         for layer in range(mlp.depth):

@@ -114,7 +114,7 @@ class FisherFlow(eqx.Module):
             if fisher_options:
                 raise ValueError("Fisher options apply only to a Fisher given by name")
             if rho is not None:
-                fisher = eqx.tree_at(lambda f: f.damping, fisher, hyperparameter("rho", rho))
+                fisher = eqx.tree_at(lambda f: f.rho, fisher, hyperparameter("rho", rho))
         else:
             fisher = as_fisher(fisher, 0.0 if rho is None else hyperparameter("rho", rho), **fisher_options)
         self.fisher = fisher
@@ -131,7 +131,7 @@ class FisherFlow(eqx.Module):
     @property
     def rho(self):
         """The damping rho of the Fisher."""
-        return self.fisher.damping
+        return self.fisher.rho
 
     def __call__(self, t, mlp: MLP, task: FlowTask) -> MLP:
         power = concrete(self.power)

@@ -110,7 +110,7 @@ def analytic_theta_bar(fisher, kernels_test: Kernels, kernels_train: Kernels, *,
       with B_L(x', x) B_L^{-1} replaced by 1 1^T and A~ = sigma_w^2 A + sigma_b^2 (S.105-S.106, S.B.3.3).
     """
     fisher = as_fisher(fisher)
-    if float(fisher.damping) > 0 or fisher.loss != "mse":
+    if float(fisher.rho) > 0 or fisher.loss != "mse":
         raise ValueError("the analytic Theta_bar is for the MSE loss in the zero-damping limit")
     out = fisher.analytic_theta_bar(
         kernels_test, kernels_train, sigma_w2=sigma_w2, sigma_b2=sigma_b2, bias=bias
@@ -155,7 +155,8 @@ def _loss_curve(fs, y, loss: str) -> np.ndarray:
 class TheoryComparison:
     """A discrete NGD run on a wide net set against the NTK theory (:func:`compare_with_theory`).
 
-    The setting: ``fisher``, ``loss``, ``damping`` (the Fisher's ρ), ``depth``, ``widths``,
+    The setting: ``fisher``, ``loss``, ``rho`` (the Fisher's damping ρ; ``damping`` is its old
+    name), ``depth``, ``widths``,
     ``activation``, ``shift``, ``sigma_w2``, ``sigma_b2``, ``bias``, ``samples``, ``test_samples``,
     ``n_params``, ``task`` (its description), ``forster``, ``learning_rate`` (η) and ``steps``.
 
@@ -180,7 +181,7 @@ class TheoryComparison:
 
     fisher: str
     loss: str
-    damping: float
+    rho: float
     depth: int
     widths: tuple[int, ...]
     activation: str
@@ -243,7 +244,12 @@ class TheoryComparison:
 
     def __getitem__(self, key: str):
         """``result["name"]``: the summary entry ``name`` (the earlier dict interface keeps working)."""
-        return self.as_dict()[key]
+        return self.as_dict()["rho" if key == "damping" else key]
+
+    @property
+    def damping(self) -> float:
+        """The old name of :attr:`rho`."""
+        return self.rho
 
 
 def compare_with_theory(
@@ -316,7 +322,7 @@ def compare_with_theory(
     return TheoryComparison(
         fisher=fisher.name,
         loss=fisher.loss,
-        damping=float(fisher.damping),
+        rho=float(fisher.rho),
         depth=mlp.depth,
         widths=tuple(int(w) for w in mlp.widths),
         activation=mlp.activation,

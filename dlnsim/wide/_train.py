@@ -95,25 +95,31 @@ class NGD(eqx.Module):
 
 def ngd(
     fisher: str | AbstractFisher = "bd",
-    damping: float = 0.0,
+    rho: float = 0.0,
     learning_rate: float | None = None,
     *,
     loss: str = "mse",
     kfac_bias: str = "augmented",
     ce_damping: float = 1e-4,
     forster: bool = False,
+    damping: float | None = None,
 ) -> NGD:
-    """An NGD optimiser with the named Fisher approximation, e.g. ``ngd(fisher="bd", damping=0.0)``.
+    """An NGD optimiser with the named Fisher approximation, e.g. ``ngd(fisher="bd", rho=0.0)``.
 
+    ``rho`` is the Fisher's damping (Karakida & Osawa 2020, eq. 9; ``damping`` is its old name).
     ``forster=True`` tells the default learning rate that the inputs were Forster-transformed
     (alpha = N(L-1) + M0 for kfac, S.111).
     """
+    if damping is not None:
+        if not (isinstance(rho, int | float) and rho == 0.0):
+            raise ValueError("give the damping once: rho (or its old name damping), not both")
+        rho = damping
     if learning_rate is not None:
         hyperparameter("learning_rate", learning_rate, positive=True)
     if not isinstance(fisher, AbstractFisher):
         fisher = as_fisher(
             str(fisher),
-            hyperparameter("damping", damping),
+            hyperparameter("rho (damping)", rho),
             kfac_bias=kfac_bias,
             loss=loss,
             ce_damping=ce_damping,
