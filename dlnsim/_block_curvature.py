@@ -184,6 +184,12 @@ class CovarianceCurvature(AbstractCurvature):
         return tuple(out)
 
 
+def factor_rcond(size: int, dtype, rcond):
+    """The relative eigenvalue cutoff of a size x size Kronecker factor: ``rcond`` if given,
+    else ``default_rcond(size)`` (10 size eps)."""
+    return default_rcond(size, dtype) if rcond is None else rcond
+
+
 def layer_natural_gradient(err_cov, cross, act_cov, shift, rcond=None, power=1.0):
     """(<e e^T> + shift I)^(-power) <e x^T> (<x x^T> + shift I)^(-power): one layer's natural
     gradient without the 1/d (Bernacchia et al. 2018, eq. 10; with shift = sqrt(lambda), eq. 20).
@@ -194,8 +200,8 @@ def layer_natural_gradient(err_cov, cross, act_cov, shift, rcond=None, power=1.0
     continuous-time :class:`dlnsim.BernacchiaFlow` (population covariances) and the online
     algorithm of ``dlnsim._online`` (minibatch estimates).
     """
-    rc_err = default_rcond(err_cov.shape[0], err_cov.dtype) if rcond is None else rcond
-    rc_act = default_rcond(act_cov.shape[0], act_cov.dtype) if rcond is None else rcond
+    rc_err = factor_rcond(err_cov.shape[0], err_cov.dtype, rcond)
+    rc_act = factor_rcond(act_cov.shape[0], act_cov.dtype, rcond)
     left = psd_function_apply(err_cov, cross, power, shift, rc_err)
     return psd_function_apply(act_cov, left.T, power, shift, rc_act).T
 

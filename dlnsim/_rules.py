@@ -20,6 +20,7 @@ from jaxtyping import Array, Float
 from ._block_curvature import (
     _CUTOFF_MARGIN,
     condition_estimate,
+    factor_rcond,
     layer_natural_gradient,
     square_path_conditions,
 )
@@ -34,7 +35,7 @@ from ._curvature_base import (
     loss_gradient,
     optional_rcond,
 )
-from ._linalg import default_rcond, inv
+from ._linalg import inv
 from ._models import Weights, check_weights, network_map, prefix_products, suffix_products
 from ._tasks import Task
 
@@ -123,11 +124,6 @@ class NaturalGradientFlow(eqx.Module):
 
         direction = choose(self.power == 0.0, lambda: loss_gradient(weights, task), natural)
         return tuple(-d for d in direction)
-
-
-def _gram_rcond(size: int, dtype, rcond):
-    """The relative eigenvalue cutoff of a size x size covariance: 10 size eps unless given."""
-    return default_rcond(size, dtype) if rcond is None else rcond
 
 
 def _as_output_cov(cov):
@@ -219,8 +215,8 @@ class BernacchiaFlow(eqx.Module):
             cond_p = 1.0
         widths = [w.shape[1] for w in weights] + [weights[-1].shape[0]]
         # the eigenvalues of <e e^T> (n_i) and <x x^T> (n_{i-1}) are cut as in layer_natural_gradient
-        rc_err = jnp.stack([jnp.asarray(_gram_rcond(n, delta.dtype, self.rcond)) for n in widths[1:]])
-        rc_act = jnp.stack([jnp.asarray(_gram_rcond(n, delta.dtype, self.rcond)) for n in widths[:-1]])
+        rc_err = jnp.stack([jnp.asarray(factor_rcond(n, delta.dtype, self.rcond)) for n in widths[1:]])
+        rc_act = jnp.stack([jnp.asarray(factor_rcond(n, delta.dtype, self.rcond)) for n in widths[:-1]])
         safe = jnp.all((cond_p * cond_b**2 * rc_err < _CUTOFF_MARGIN) & (cond_a**2 * rc_act < _CUTOFF_MARGIN))
 
         def by_inverses():

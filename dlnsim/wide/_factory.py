@@ -46,7 +46,7 @@ def fisher_from_name(
     """The Fisher named ``name`` (one of ``FISHERS``) with its options, checked as the old ``Fisher`` did:
     ``kfac_bias`` and ``loss`` are validated for every name, cross-entropy is layer-wise only. ``rho``
     is the damping rho of Karakida & Osawa 2020, eq. 9 (``damping`` is its old name)."""
-    rho = _rho_or_damping(rho, damping)
+    rho = rho_or_damping(rho, damping)
     if not isinstance(name, str) or name not in FISHER_CLASSES:
         raise ValueError(f"unknown fisher {name!r}; choose one of {', '.join(FISHERS)}")
     if kfac_bias not in KFAC_BIAS:
@@ -67,8 +67,8 @@ def fisher_from_name(
     return cls(rho=rho, rcond=rcond)
 
 
-def _rho_or_damping(rho, damping):
-    """rho, or ``damping`` (its old name) when that is given instead."""
+def rho_or_damping(rho, damping):
+    """rho, or ``damping`` (its old name) when that is given instead of it; both is refused."""
     if damping is None:
         return rho
     if not (isinstance(rho, int | float) and rho == 0.0):

@@ -19,7 +19,7 @@ from jaxtyping import Array, Float
 
 from .._checks import check_integer
 from ._data import WideTask, check_task_fits
-from ._factory import as_fisher
+from ._factory import as_fisher, rho_or_damping
 from ._fisher import LOSSES, AbstractFisher
 from ._hyperparameters import concrete, hyperparameter
 from ._mlp import MLP, _as_update, check_data, check_mlp, signals
@@ -110,10 +110,7 @@ def ngd(
     ``forster=True`` tells the default learning rate that the inputs were Forster-transformed
     (alpha = N(L-1) + M0 for kfac, S.111).
     """
-    if damping is not None:
-        if not (isinstance(rho, int | float) and rho == 0.0):
-            raise ValueError("give the damping once: rho (or its old name damping), not both")
-        rho = damping
+    rho = rho_or_damping(rho, damping)
     if learning_rate is not None:
         hyperparameter("learning_rate", learning_rate, positive=True)
     if not isinstance(fisher, AbstractFisher):
