@@ -11,7 +11,9 @@ import math
 
 import equinox as eqx
 import jax.numpy as jnp
+import jax.random as jr
 import numpy as np
+from jaxtyping import Array, Float
 
 from ._checks import (
     as_real_array,
@@ -22,6 +24,11 @@ from ._checks import (
     check_positive,
     check_q,
 )
+from ._curvature import AbstractGaussNewton, BlockDiagonalGaussNewton, loss_gradient
+from ._curvature_base import concrete_or_traced, hyperparameter
+from ._models import DeepLinearNet, network_map
+from ._rules import BernacchiaFlow, GradientFlow, NaturalGradientFlow, vector_field
+from ._tasks import Task, random_teacher
 
 # ---------------------------------------------------------------------------------------------
 # Stiffness, effective depth and scaling exponents
@@ -86,7 +93,7 @@ class ModeVectorField(eqx.Module):
     Full rules (Huh 2020, eqs. 6, 12, 14): sigma_i' = -eta lambda^(1-1/q) sigma_Delta j_i / ||j||^(2/q).
     Block-diagonal rules with the d^(-1/q) calibration (Huh 2020, eqs. 24-26):
     sigma_i' = -eta lambda^(1-1/q) d^(-1/q) sigma_Delta sign(j_i) |j_i|^(1-2/q).
-    lambda is the mode's input-covariance eigenvalue (1 for whitened inputs). With damping eps the
+    lambda is the mode's input-covariance eigenvalue (1 for whitened inputs). With eps the
     mode's curvature c (lambda ||j||^2, or d lambda j_i^2 per block) enters as
     (1+eps)^(1/q) lambda sigma_Delta j_i (c + eps)^(-1/q); q = 1 is damped NGD (Huh 2020, eq. 18).
 
@@ -95,14 +102,28 @@ class ModeVectorField(eqx.Module):
     curvature vanishes the pseudo-inverse gives 0, as in the full-matrix rules.
     """
 
-    q: float = eqx.field(static=True)
-    block_diagonal: bool = eqx.field(default=False, static=True)
-    learning_rate: float = eqx.field(default=1.0, static=True)
-    damping: float = eqx.field(default=0.0, static=True)
+    power: Float[Array, ""]
+    block_diagonal: bool = eqx.field(static=True)
+    learning_rate: Float[Array, ""]
+    eps: Float[Array, ""]
 
-    def __check_init__(self):
-        check_q(self.q)
-        check_nonnegative("damping", self.damping)
+    def __init__(self, q=1.0, block_diagonal: bool = False, learning_rate=1.0, eps=0.0, *, damping=None):
+        if damping is not None:  # the old keyword for eps
+            eps = damping
+        self.power = 1.0 / hyperparameter("q", q, lambda _, value: check_q(value))
+        self.block_diagonal = bool(block_diagonal)
+        self.learning_rate = hyperparameter("learning_rate", learning_rate, check_positive)
+        self.eps = hyperparameter("eps (damping)", eps, check_nonnegative)
+
+    @property
+    def q(self):
+        """The curvature power q = 1 / power (inf for SGD), a Python float when concrete."""
+        return concrete_or_traced(1.0 / self.power)
+
+    @property
+    def damping(self):
+        """The old name of eps (Huh 2020, eq. 18)."""
+        return concrete_or_traced(self.eps)
 
     def __call__(self, t, sigmas, args):
         check_finite("sigmas", sigmas)  # concrete calls only; skipped under a JAX trace
@@ -111,34 +132,29 @@ class ModeVectorField(eqx.Module):
         d = sigmas.shape[0]
         j = _exclusive_products(sigmas)
         drive = self.learning_rate * lam * (jnp.prod(sigmas, axis=0) - sigma_star) * j
-        if math.isinf(self.q):
-            return -drive
-        inv_q = 1.0 / self.q
         if self.block_diagonal:
             curvature = d * lam * j**2
         else:
             curvature = jnp.broadcast_to(lam * jnp.sum(j**2, axis=0), j.shape)
         # ((c + eps) / (1 + eps))^(-1/q) = (1 + eps)^(1/q) (c + eps)^(-1/q): exact as eps -> inf,
         # where it tends to 1 (SGD); 0 where it vanishes (the pseudo-inverse, also for an eps so
-        # small that it is flushed to zero)
-        shifted = curvature / (1.0 + self.damping) + self.damping / (1.0 + self.damping)
+        # small that it is flushed to zero). SGD (power 0) gives 1 wherever drive is nonzero.
+        shifted = curvature / (1.0 + self.eps) + self.eps / (1.0 + self.eps)
         safe = jnp.where(shifted > 0, shifted, 1.0)
-        factor = jnp.where(shifted > 0, safe ** (-inv_q), 0.0)
+        factor = jnp.where(shifted > 0, safe ** (-self.power), 0.0)
         return -drive * factor
 
 
 def mode_vector_field(
-    q: float, block_diagonal: bool = False, *, learning_rate: float = 1.0, damping: float = 0.0
+    q: float, block_diagonal: bool = False, *, learning_rate: float = 1.0, eps: float = 0.0, damping=None
 ) -> ModeVectorField:
     """The singular-mode ODE of q-NGD (``block_diagonal=True``: q-NGD-d) as a diffrax vector field.
 
     q = 1 is NGD / NGD-d, q = 2 sqrt-NGD / sqrt-NGD-d, q = inf SGD (Huh 2020, eqs. 6, 12, 14, 24-26);
-    ``damping`` eps with q = 1 is damped NGD (Huh 2020, eq. 18).
+    ``eps`` (old name ``damping``) with q = 1 is damped NGD (Huh 2020, eq. 18). q, learning_rate
+    and eps are array leaves: new values reuse a compiled solve, and ``jax.vmap`` maps over them.
     """
-    return ModeVectorField(
-        check_q(q), bool(block_diagonal), check_positive("learning_rate", learning_rate),
-        check_nonnegative("damping", damping),
-    )  # fmt: skip
+    return ModeVectorField(q, block_diagonal, learning_rate=learning_rate, eps=eps, damping=damping)
 
 
 def mode_field_of(rule) -> ModeVectorField:
@@ -148,9 +164,6 @@ def mode_field_of(rule) -> ModeVectorField:
     fields without a singular-mode reduction (a custom field, or bernacchia with output noise or
     damping).
     """
-    from ._curvature import AbstractGaussNewton, BlockDiagonalGaussNewton
-    from ._rules import BernacchiaFlow, GradientFlow, NaturalGradientFlow, vector_field
-
     field = vector_field(rule) if isinstance(rule, str) else rule
     if isinstance(field, GradientFlow):
         return ModeVectorField(math.inf)
@@ -159,7 +172,7 @@ def mode_field_of(rule) -> ModeVectorField:
             block = isinstance(field.curvature, BlockDiagonalGaussNewton)
             if block and not field.curvature.depth_calibrated:
                 raise ValueError("the mode reduction assumes the depth-calibrated block-diagonal curvature")
-            return ModeVectorField(field.q, block, damping=field.damping)
+            return eqx.tree_at(lambda f: f.power, ModeVectorField(1.0, block, eps=field.eps), field.power)
     if isinstance(field, BernacchiaFlow) and field.output_cov is None and field.damping == 0.0:
         return ModeVectorField(1.0, True)
     raise ValueError(f"{type(field).__name__} has no singular-mode reduction")
@@ -428,13 +441,6 @@ def measure_scaling(
     ||dtheta/dt|| / sqrt(L), the loss rate |dL/dt| / L (dL/dt = <g, dtheta/dt>) and the exponents
     fitted by least squares on log-log axes.
     """
-    import jax.random as jr
-
-    from ._curvature import loss_gradient
-    from ._models import DeepLinearNet, network_map
-    from ._rules import vector_field
-    from ._tasks import Task, random_teacher
-
     depth = check_depth(depth)
     if init not in ("balanced", "xavier"):
         raise ValueError(f"init must be 'balanced' or 'xavier' for scaling measurements, got {init!r}")

@@ -61,7 +61,7 @@ class _Temporaries:
         return iter(list(self._paths))
 
 
-_TEMPORARY = _Temporaries()
+TEMPORARY = _Temporaries()
 
 
 class OutputError(ValueError):
@@ -184,7 +184,7 @@ class OutputTarget:
         out = self.path
         _check_target(out, self.overwrite)  # the directory may have changed while computing
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-        _TEMPORARY.add(tmp)
+        TEMPORARY.add(tmp)
         try:
             os.chmod(tmp, 0o777 & ~_umask())
             yield tmp
@@ -205,7 +205,7 @@ class OutputTarget:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         finally:
-            _TEMPORARY.discard(tmp)
+            TEMPORARY.discard(tmp)
 
     @property
     def partial(self) -> Path:
@@ -226,7 +226,7 @@ class OutputTarget:
         with contextlib.suppress(OSError):
             if self._lock_path is not None:
                 self._lock_path.unlink()
-                _TEMPORARY.discard(self._lock_path)
+                TEMPORARY.discard(self._lock_path)
         os.close(self._lock_fd)
         self._lock_fd = None
         if not self._written:  # a refused or failed run leaves no empty parent folders behind
@@ -344,7 +344,7 @@ def claim_output(out, *, overwrite: bool = False, needed_bytes: int = 0, command
             with contextlib.suppress(OSError):
                 folder.rmdir()
         raise
-    _TEMPORARY.add(lock)
+    TEMPORARY.add(lock)
     target = OutputTarget(out, overwrite, command, fd, lock, created)
     try:
         _check_target(out, overwrite)  # re-checked under the lock
@@ -358,13 +358,13 @@ def claim_output(out, *, overwrite: bool = False, needed_bytes: int = 0, command
 def remove_temporary() -> None:
     """Removes this process's unfinished temp folders and its lock files (for a process that is
     about to end without unwinding, e.g. on a signal or a stall)."""
-    for path in list(_TEMPORARY):
+    for path in list(TEMPORARY):
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
         else:
             with contextlib.suppress(OSError):
                 path.unlink()
-        _TEMPORARY.discard(path)
+        TEMPORARY.discard(path)
 
 
 def terminate_on_signals() -> None:

@@ -9,11 +9,13 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Sequence
 
+import diffrax
+import jax.numpy as jnp
 import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
-from ._analytic import ModeVectorField
+from ._analytic import ModeVectorField, mode_invariants
 from ._simulation import ModeComparison, Trajectory, TrajectoryBatch
 
 _COLORS = matplotlib.colormaps["tab10"].colors
@@ -172,10 +174,6 @@ def draw_phase_portraits(
     Returns the per-rule marker summary, the save times and each rule's integrated path
     (shape (T, 2)) of the singular-mode ODE.
     """
-    import diffrax
-    import jax.numpy as jnp
-
-    from ._analytic import mode_invariants
 
     marker_times = np.asarray(sorted(marker_times), dtype=float)
     ts = np.union1d(np.linspace(0.0, t1, 400), marker_times[marker_times <= t1])

@@ -33,7 +33,9 @@ from ._budget import (  # noqa: F401  (re-exported: the CLI and the tests read t
     parse_size,
     time_limit,
 )
-from ._checks import check_widths
+from ._checks import check_depth, check_widths
+from ._curvature import CURVATURE_METHODS, GaussNewton, structurally_full_rank
+from ._rules import RULES
 
 # ------------------------------------------------------------------------------------------------
 # deep linear runs (dlnsim run / compare / sweep)
@@ -63,9 +65,6 @@ def rule_family(rule: str, widths, *, method: str = "auto", q: float | None = No
     """How the rule's vector field works at these widths: ``"gradient"`` (sgd, q = inf), one of the
     exact curvature methods ``"dense"``, ``"krylov"``, ``"balanced"`` (as ``GaussNewton`` resolves
     ``method``), ``"block"`` (ngd-d, sqrt-ngd-d, qngd-d) or ``"bernacchia"``."""
-    from ._curvature import CURVATURE_METHODS, GaussNewton
-    from ._rules import RULES
-
     if rule not in RULES:
         raise ValueError(f"unknown rule {rule!r}; choose one of {', '.join(RULES)}")
     if method not in CURVATURE_METHODS:
@@ -230,8 +229,6 @@ MAX_DEPTH = 100_000
 
 
 def _check_depth(depth) -> int:
-    from ._checks import check_depth
-
     depth = check_depth(depth)
     if depth > MAX_DEPTH:
         raise ValueError(
@@ -391,8 +388,6 @@ def estimate_linear_run(
         label = f"conserved quantities x {saves} saves"
         parts[label] = _F64 * rows * hidden
         hints[label] = ("--saves", "--width/--widths")
-    from ._curvature import structurally_full_rank
-
     dense_advice = (
         "use --curvature krylov or smaller input and output widths (K is n_d n_0 x n_d n_0)"
         if structurally_full_rank(widths)

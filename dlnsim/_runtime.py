@@ -18,6 +18,8 @@ import threading
 import time
 from pathlib import Path
 
+from ._outputs import TEMPORARY, remove_temporary
+
 
 def limit_lapack_threads(threads: int = 1):
     """Limits the OpenBLAS threads behind jax's CPU LAPACK kernels (eigh, SVD, solves) to ``threads``.
@@ -139,8 +141,6 @@ class StallWatchdog:
                 self._report(now - last_progress)
 
     def _report(self, idle: float) -> None:
-        from ._outputs import remove_temporary
-
         fd, path = tempfile.mkstemp(prefix=f"dlnsim-stall-{os.getpid()}-", suffix=".txt")
         with os.fdopen(fd, "w") as f:
             faulthandler.dump_traceback(file=f, all_threads=True)
@@ -159,8 +159,6 @@ class StallWatchdog:
     # -- monitor process ---------------------------------------------------------------------
 
     def _start_monitor(self) -> None:
-        from ._outputs import _TEMPORARY
-
         fd, path = tempfile.mkstemp(prefix=f"dlnsim-stall-{os.getpid()}-", suffix=".txt")
         self._stacks_path = path
         self._stacks = os.fdopen(fd, "w")
@@ -181,10 +179,10 @@ class StallWatchdog:
             stdin=subprocess.PIPE,
             start_new_session=True,  # the terminal's Ctrl-C goes to this process only
         )
-        self._registry = _TEMPORARY
-        for p in _TEMPORARY:
+        self._registry = TEMPORARY
+        for p in TEMPORARY:
             self._tell("+", p)
-        _TEMPORARY.listeners.append(self._tell)
+        TEMPORARY.listeners.append(self._tell)
 
     def _tell(self, sign: str, path) -> None:
         try:

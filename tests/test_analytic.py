@@ -258,3 +258,35 @@ def test_bad_analytic_inputs():
         A.balanced_map_trajectory([1.0], depth=2, q=2.0, sigma_star=1.0, sigma0=float("nan"))
     with pytest.raises(ValueError, match="half_max_time needs"):
         A.half_max_time(depth=2, q=2.0, sigma_star=1.0, sigma0=0.7)
+
+
+def test_mode_field_hyperparameters_are_array_leaves():
+    """q, the learning rate and eps of the mode ODE are array leaves: new values reuse the
+    compiled solve, and jax.vmap over them equals a Python loop."""
+    import equinox as eqx
+    import jax
+    from test_hyperparameters import CompileCounter
+
+    y0 = jnp.array([[0.3, 0.2], [0.4, 0.1], [0.5, 0.2]])  # d = 3, two modes
+    args = (jnp.array([2.0, 1.0]), jnp.array([1.0, 0.5]))  # sigma*, lambda
+
+    @eqx.filter_jit
+    def solve(field):
+        sol = diffrax.diffeqsolve(
+            diffrax.ODETerm(field), diffrax.Tsit5(), 0.0, 1.0, 0.01, y0, args=args,
+            stepsize_controller=diffrax.PIDController(rtol=1e-10, atol=1e-12),
+        )  # fmt: skip
+        return sol.ys[-1]
+
+    solve(A.mode_vector_field(2.0))
+    with CompileCounter() as counter:
+        solve(A.mode_vector_field(3.0, learning_rate=0.5, eps=0.1))
+        solve(A.mode_vector_field(INF))
+    assert counter.count == 0
+    qs, epss = jnp.array([1.0, 2.0, 3.0, INF]), jnp.array([0.0, 0.1, 1.0, 0.0])
+    mapped = jax.vmap(lambda q, eps: solve(A.ModeVectorField(q, eps=eps)))(qs, epss)
+    loop = np.stack([solve(A.mode_vector_field(float(q), eps=float(e))) for q, e in zip(qs, epss)])
+    np.testing.assert_allclose(np.asarray(mapped), loop, rtol=1e-12, atol=0)
+    assert len({float(np.abs(m - loop[0]).max()) for m in loop}) == 4  # four different results
+    assert A.mode_vector_field(2.0).q == 2.0 and A.mode_vector_field(INF).q == INF
+    assert A.mode_vector_field(1.0, damping=0.25).eps == 0.25  # the old keyword

@@ -377,3 +377,31 @@ def test_the_stop_note_names_the_saddle_or_the_time_limit():
     assert "saddle at t=31.6" in note and "0.0001987" in note and "--seed" in note and "\n" not in note
     assert "t_max=" in stop_note({"converged": False, "stalled_at_saddle": False}, solve)
     assert stop_note({"converged": True, "stalled_at_saddle": False}, solve) is None
+
+
+def test_progress_bar_reports_through_diffrax_public_meter_interface(capfd):
+    """The --progress bar is a diffrax.AbstractProgressMeter (init/step/close and
+    jax.debug.callback, no private diffrax methods); it reaches 100 %, in log time for runs to
+    convergence, also under vmap."""
+    import diffrax
+    import jax.random as jr
+
+    from dlnsim.cli._linear import LogTimeProgressMeter, _HostBar
+
+    assert _HostBar(None, 0.0).percent(0.25) == 25.0
+    # log time: progress 1e-6 of [0, t_max] with t_max / first save = 1e6 is log(2) / log(1e6 + 1)
+    assert _HostBar(1e6, 0.0).percent(1e-6) == pytest.approx(100 * np.log(2) / np.log1p(1e6), rel=1e-12)
+    net = dlnsim.DeepLinearNet((3, 3, 3), key=jr.PRNGKey(0))
+    task = dlnsim.Task(dlnsim.random_teacher(jr.PRNGKey(1), 3, 3, rank=2))
+    meter = LogTimeProgressMeter(None, refresh_steps=1, delay=0.0)
+    assert isinstance(meter, diffrax.AbstractProgressMeter)
+    dlnsim.simulate(net, "sgd", task, 2.0, progress_meter=meter)
+    err = capfd.readouterr().err
+    assert "100.0%" in err and "log time" not in err
+    batch = dlnsim.init_weights_batch((3, 3, 3), jr.split(jr.PRNGKey(2), 2))
+    meter = LogTimeProgressMeter(1e6, refresh_steps=1, delay=0.0)
+    dlnsim.simulate_batch(batch, "sgd", task, 2.0, progress_meter=meter)
+    err = capfd.readouterr().err
+    assert "100.0%" in err and "(log time)" in err
+    source = (ROOT / "dlnsim" / "cli" / "_linear.py").read_text()
+    assert "_init_bar" not in source and "_step_bar" not in source

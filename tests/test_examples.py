@@ -62,3 +62,8 @@ def test_wide_ngd(tmp_path):
     assert res["kfac"]["alpha_theory"] == 16 * 3
     assert res["diagonal"]["isotropy_condition_number"] > 2 and res["diagonal"]["alpha_theory"] is None
     assert (tmp_path / "wide_ngd.png").exists()
+
+
+def test_compile_flags_benchmark_runs():
+    out = run_script(str(ROOT / "benchmarks" / "compile_flags.py"), "--quick")
+    assert "default" in out and "FAST (the suite's)" in out and "compile s" in out

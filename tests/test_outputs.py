@@ -177,7 +177,9 @@ def test_cli_sigterm_at_any_moment_leaves_no_partial_output(tmp_path):
     directory afterwards is absent or complete, and nothing else is left beside it."""
     lock = tmp_path / ".r.dlnsim-lock"
     outcomes = []
-    for delay in (0.0, 1.0, 4.0):
+    # the run takes about 3 s from taking its lock to writing its result (with the suite's
+    # compile flags), so these delays land in setup, compute and writing
+    for delay in (0.0, 1.0, 2.0):
         proc = _cli([*RUN, "--t1", "30", "--out", "r", "--overwrite"], tmp_path)
         deadline = time.monotonic() + 120
         while not lock.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -185,10 +187,12 @@ def test_cli_sigterm_at_any_moment_leaves_no_partial_output(tmp_path):
         time.sleep(delay)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=300)
-        assert proc.returncode in (0, 143), err
+        out = tmp_path / "r"
+        # -15: the run had finished and Python was shutting down, which restores the default
+        # SIGTERM action; the result must then be complete (checked below)
+        assert proc.returncode in (0, 143) or (proc.returncode == -signal.SIGTERM and out.exists()), err
         assert "Traceback" not in err
         outcomes.append(proc.returncode)
-        out = tmp_path / "r"
         if out.exists():
             files = read_manifest(out)["files"]
             assert sorted(p.name for p in out.iterdir()) == sorted([MANIFEST, *files])

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import diffrax
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.random as jr
@@ -155,30 +157,74 @@ def _solver(name: str):
     return {"tsit5": diffrax.Tsit5, "kvaerno5": diffrax.Kvaerno5}[name]()
 
 
-def _progress_meter(log_span: float | None = None):
-    """diffrax's tqdm meter, shown only once a solve has run for a second.
+class _HostBar:
+    """The host side of :class:`LogTimeProgressMeter`: a tqdm bar, opened on the first refresh
+    and shown only once a solve has run for a second."""
 
-    For runs to convergence (``log_span`` = t_max / first save time) the bar advances in log time,
-    since diffrax reports progress as the fraction of [t0, t_max] reached.
+    def __init__(self, log_span: float | None, delay: float):
+        self.log_span, self.delay = log_span, delay
+        self.bar = None
+        self.lock = threading.Lock()
+
+    def percent(self, progress: float) -> float:
+        if self.log_span is None:
+            return 100.0 * progress
+        return 100.0 * math.log1p(progress * self.log_span) / math.log1p(self.log_span)
+
+    def show(self, progress) -> None:
+        with self.lock:
+            if self.bar is None:
+                fmt = "{percentage:.1f}%|{bar}| [{elapsed}<{remaining}]"
+                fmt += " (log time)" if self.log_span else ""
+                self.bar = tqdm.tqdm(total=100, unit="%", delay=self.delay, bar_format=fmt)
+            self.bar.n = round(self.percent(float(np.min(progress))), 2)
+            self.bar.update(n=0)
+
+    def close(self, _state) -> None:
+        with self.lock:
+            if self.bar is not None:
+                self.bar.n = 100.0
+                self.bar.update(n=0)
+                self.bar.close()
+                self.bar = None
+
+
+class LogTimeProgressMeter(diffrax.AbstractProgressMeter):
+    """A tqdm progress bar for a diffrax solve, through diffrax's public progress-meter interface
+    (init, step, close) and ``jax.debug.callback``.
+
+    The bar refreshes every ``refresh_steps`` steps and appears only once a solve has run for
+    ``delay`` seconds. With ``log_span`` (= t_max / first save time, for runs to convergence) it advances in
+    log time, since diffrax reports progress as the fraction of [t0, t_max] reached. Under
+    ``vmap`` every element reports, and the bar shows the slowest.
     """
 
-    def to_percent(progress: float) -> float:
-        if log_span is None:
-            return 100.0 * progress
-        return 100.0 * math.log1p(progress * log_span) / math.log1p(log_span)
+    log_span: float | None = eqx.field(default=None, static=True)
+    refresh_steps: int = eqx.field(default=20, static=True)
+    delay: float = eqx.field(default=1.0, static=True)
+    host: _HostBar = eqx.field(default=None, static=True)
 
-    class _DelayedTqdm(diffrax.TqdmProgressMeter):
-        @staticmethod
-        def _init_bar():
-            fmt = "{percentage:.1f}%|{bar}| [{elapsed}<{remaining}]" + (" (log time)" if log_span else "")
-            return tqdm.tqdm(total=100, unit="%", delay=1.0, bar_format=fmt)
+    def __post_init__(self):
+        if self.host is None:
+            self.host = _HostBar(self.log_span, self.delay)
 
-        @staticmethod
-        def _step_bar(bar, progress) -> None:
-            bar.n = round(to_percent(float(progress)), 2)
-            bar.update(n=0)
+    def init(self):
+        return jnp.zeros((), jnp.int32)
 
-    return _DelayedTqdm()
+    def step(self, state, progress):
+        def show(progress):
+            jax.debug.callback(self.host.show, progress)
+
+        jax.lax.cond(state % self.refresh_steps == 0, show, lambda _: None, progress)
+        return state + 1
+
+    def close(self, state):
+        jax.debug.callback(self.host.close, state)
+
+
+def _progress_meter(log_span: float | None = None) -> LogTimeProgressMeter:
+    """The CLI's progress bar (``--progress``), in log time when ``log_span`` is given."""
+    return LogTimeProgressMeter(log_span)
 
 
 def _log_span(t1):
