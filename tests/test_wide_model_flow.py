@@ -147,6 +147,36 @@ def test_model_flow_bad_input():
         wide.simulate_flow(model, wide.ModelFlow("exact"), bad, 1.0)
 
 
+def test_model_fishers_are_classes_that_compose_with_the_flow():
+    """ModelFlow takes an AbstractModelFisher: each name gives exactly its class's field, and a
+    user's own Fisher composes with the flow. Here the identity Fisher F = I, whose flow is the
+    gradient flow times (1 + rho)^(-1/q) (a missing power or rho would show as 1.2^(1/2) = 1.095)."""
+    model, task = model_problem("bias-N<P")
+    classes = {
+        "exact": wide.ExactModelFisher,
+        "bd": wide.BlockDiagonalModelFisher,
+        "diagonal": wide.DiagonalModelFisher,
+    }
+    assert tuple(classes) == wide.MODEL_FISHERS
+    for name, cls in classes.items():
+        by_name = flat_update(wide.ModelFlow(name, 2.0, rho=0.1)(0.0, model, task))
+        by_class = flat_update(wide.ModelFlow(cls(), 2.0, rho=0.1)(0.0, model, task))
+        assert np.array_equal(by_name, by_class), name
+        assert isinstance(wide.ModelFlow(name).fisher, cls)
+
+    class Identity(wide.AbstractModelFisher):
+        name = "identity"
+
+        def precondition(self, mats, paths, grads, residual, n, power, rho, rcond):
+            return [g.reshape(-1) * (1.0 + rho) ** (-power) for g in grads]
+
+    got = flat_update(wide.ModelFlow(Identity(), 2.0, rho=0.44)(0.0, model, task))
+    gradient_flow = flat_update(wide.ModelFlow("exact", math.inf)(0.0, model, task))
+    assert rel(got, gradient_flow / 1.2) < 1e-14
+    with pytest.raises(ValueError, match="unknown Fisher"):
+        wide.ModelFlow(object())
+
+
 # --- cross-entropy FisherFlow fields ---------------------------------------------------------------
 
 

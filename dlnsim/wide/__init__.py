@@ -37,7 +37,16 @@ from ._flow_theory import (
 from ._hyperparameters import ENTRYWISE_RCOND, PINV_RCOND
 from ._kernels import Kernels, active_fraction, analytic_kernels, empirical_kernels, signal_variances
 from ._mlp import MLP, Signals, layer_grams, ntk, signals
-from ._model_flow import MODEL_FISHERS, Batched, ModelFlow, module_blocks
+from ._model_flow import (
+    MODEL_FISHERS,
+    AbstractModelFisher,
+    Batched,
+    BlockDiagonalModelFisher,
+    DiagonalModelFisher,
+    ExactModelFisher,
+    ModelFlow,
+    module_blocks,
+)
 from ._theory import (
     TheoryComparison,
     alpha_theory,
@@ -52,6 +61,10 @@ from ._train import NGD, NGDState, TrainResult, ngd, run_ngd, task_loss, train
 
 __all__ = [
     "MODEL_FISHERS",
+    "AbstractModelFisher",
+    "BlockDiagonalModelFisher",
+    "DiagonalModelFisher",
+    "ExactModelFisher",
     "Batched",
     "ModelFlow",
     "module_blocks",
