@@ -164,6 +164,7 @@ def test_isotropic_flows_decay_exponentially():
         assert np.allclose(traj.train_loss, 0.5 * np.mean(np.sum(traj.residuals**2, -1), -1))
 
 
+@pytest.mark.slow  # 45 s on a 2-core CPU; the default run has the same check on seeds 0-3 below
 def test_width_scaling_of_the_deviation_from_ntk_theory():
     """sqrt-NGD (q = 2, exact Fisher) on tanh nets of depth 3 at M = 64, 256, 1024, N = 8: the max over
     t in [0, 3] of |r_t - exp(-Theta^(1/2) t) r_0| (Theta the empirical NTK at initialisation), averaged
@@ -174,6 +175,15 @@ def test_width_scaling_of_the_deviation_from_ntk_theory():
     during training, Dyer & Gur-Ari 2019); the M^(-1/2) of
     the issue is the fluctuation of Theta_0 itself around the infinite-width kernel. The test outputs
     follow the kernel predictor f_0(x') - Theta(x', x) Theta^+ (r_0 - r_t) as closely."""
+    check_width_scaling(seeds=range(8))
+
+
+def test_width_scaling_of_the_deviation_from_ntk_theory_on_four_seeds():
+    """The check above on seeds 0-3 (measured 2026-12-02: 1.2e-2, 7.6e-3, 2.3e-3, exponent -0.61)."""
+    check_width_scaling(seeds=range(4))
+
+
+def check_width_scaling(seeds):
     x = wide.normalize_inputs(jr.normal(jr.PRNGKey(2), (8, 4)))
     xt = wide.normalize_inputs(jr.normal(jr.PRNGKey(5), (5, 4)))
     task = wide.FlowTask(x, jnp.sin(3 * x[:, :1]), xt, jnp.sin(3 * xt[:, :1]))
@@ -182,7 +192,7 @@ def test_width_scaling_of_the_deviation_from_ntk_theory():
     deviations, test_deviations = [], []
     for m in widths:
         per_seed, per_seed_test = [], []
-        for seed in range(8):
+        for seed in seeds:
             mlp = wide.MLP((4, m, m, 1), "tanh", key=jr.PRNGKey(seed))
             field = wide.flow_field("sqrt-ngd")
             traj = wide.simulate_flow(mlp, field, task, 3.0, saveat=ts)
