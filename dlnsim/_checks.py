@@ -142,7 +142,8 @@ def _is_real_dtype(dtype) -> bool:
         return False
 
 
-def _is_tracer(value) -> bool:
+def is_traced(value) -> bool:
+    """Whether ``value`` is a JAX tracer (under ``jit``, ``vmap`` or a derivative)."""
     import jax
 
     return isinstance(value, jax.core.Tracer)
@@ -187,7 +188,7 @@ def as_real_array(name: str, value, ndim=None, *, dtype=None, finite: bool = Tru
             want = " or ".join(f"{n}-D" for n in allowed)
             raise ValueError(f"{name} must be a {want} array, got shape {tuple(arr.shape)}")
     if numpy:
-        if _is_tracer(arr):
+        if is_traced(arr):
             raise ValueError(f"{name} must be a concrete array, not a traced value")
         out = np.asarray(arr, dtype=np.float64 if dtype is None else dtype)
     else:

@@ -23,15 +23,10 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ._checks import check_nonnegative, check_positive, check_rcond
+from ._checks import check_nonnegative, check_positive, check_rcond, is_traced
 from ._linalg import default_rcond
 from ._models import Weights, network_map, prefix_products, suffix_products
 from ._tasks import Task
-
-
-def is_traced(value) -> bool:
-    """Whether ``value`` is a JAX tracer (under ``jit``, ``vmap`` or a derivative)."""
-    return isinstance(value, jax.core.Tracer)
 
 
 def hyperparameter(name: str, value, check: Callable[[str, float], float]) -> Float[Array, ""]:

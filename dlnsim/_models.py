@@ -10,7 +10,7 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from ._checks import as_real_array, check_key, check_positive, check_widths
+from ._checks import as_real_array, check_key, check_positive, check_widths, is_traced
 from ._linalg import qr, svd
 
 Weights = tuple[Float[Array, "n_out n_in"], ...]
@@ -97,7 +97,8 @@ class DeepLinearNet(eqx.Module):
             ``"balanced"`` (W_i = Q_i diag(s) Q_{i-1}^T so that every C_i = 0, with ``s = scale``),
             ``"xavier"`` (Glorot normal times ``scale``) or ``"aligned"`` (singular vectors aligned
             with ``teacher`` as in Huh 2020, footnote 2).
-        scale: see ``init``; defaults to 0.05 for ``"small"`` and 1 otherwise.
+        scale: see ``init``; defaults to 0.05 for ``"small"`` and 1 otherwise. It may be traced:
+            ``jax.vmap`` over init scales works (a concrete scale is checked to be > 0).
         teacher: the target map, required for ``"aligned"``.
         singular_values: per-layer mode singular values for ``"aligned"``: a scalar, one value per
             mode (balanced layers) or an array of shape ``(depth, modes)``; modes = min(widths).
@@ -134,7 +135,8 @@ class DeepLinearNet(eqx.Module):
             raise ValueError(f"dtype must be a floating-point type such as jnp.float64, got {dtype!r}")
         if scale is None:
             scale = 0.05 if init == "small" else 1.0
-        scale = check_positive("scale", scale)
+        # a concrete scale is checked; a traced one (jax.vmap over init scales) passes as an array
+        scale = scale if is_traced(scale) else check_positive("scale", scale)
         depth = len(widths) - 1
         keys = jr.split(key, depth + 1)
         if init == "small":

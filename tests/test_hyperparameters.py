@@ -166,3 +166,22 @@ def test_a_krylov_solve_that_does_not_converge_is_reported():
         field = dlnsim.NaturalGradientFlow(KrylovGaussNewton(max_cg_steps=1), q)
         with pytest.raises(Exception, match="max_cg_steps"):
             jax.block_until_ready(field(0.0, weights, task))
+
+
+@pytest.mark.parametrize("init", ["small", "orthogonal", "xavier", "balanced"])
+def test_vmap_over_the_init_scale_equals_a_loop(init):
+    """DeepLinearNet's init scale may be traced: vmap over scales gives the loop's weights; a
+    concrete scale is still checked."""
+    scales = jnp.array([0.5, 1.3, 2.0])
+
+    def weights(scale):
+        return dlnsim.DeepLinearNet((3, 4, 2), key=jr.PRNGKey(0), init=init, scale=scale).weights
+
+    mapped = jax.vmap(weights)(scales)
+    for b, scale in enumerate(scales):
+        for w_mapped, w_loop in zip(mapped, weights(float(scale)), strict=True):
+            np.testing.assert_allclose(w_mapped[b], w_loop, rtol=1e-14, atol=0)
+    # the scale enters linearly (a missing or squared factor would fail)
+    np.testing.assert_allclose(mapped[0][2], mapped[0][0] * 4.0, rtol=1e-12)
+    with pytest.raises(ValueError, match="scale"):
+        weights(-1.0)

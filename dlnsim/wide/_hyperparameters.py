@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .._checks import _is_tracer, check_nonnegative, check_positive, check_rcond
+from .._checks import check_nonnegative, check_positive, check_rcond, is_traced
 
 # The wide Fishers' pseudo-inverse cutoff: eigenvalues of a sample-space matrix (K_l, the Kronecker
 # factors, the unit Grams, the coupled layer-wise matrix) at or below PINV_RCOND times the largest
@@ -45,7 +45,7 @@ def _traced_scalar(name: str, value) -> Array:
 
 def hyperparameter(name: str, value, *, positive: bool = False) -> Float[Array, ""]:
     """``value`` as a 0-d float array leaf: >= 0 (or > 0 with ``positive``) and finite when concrete."""
-    if _is_tracer(value):
+    if is_traced(value):
         return _traced_scalar(name, value)
     number = check_positive(name, value) if positive else check_nonnegative(name, value)
     return jnp.asarray(number, dtype=_float_dtype())
@@ -53,7 +53,7 @@ def hyperparameter(name: str, value, *, positive: bool = False) -> Float[Array, 
 
 def rank_cutoff(name: str, value, default: float) -> Float[Array, ""]:
     """A relative rank cutoff in [0, 1) as a 0-d float array leaf; None gives ``default``."""
-    if _is_tracer(value):
+    if is_traced(value):
         return _traced_scalar(name, value)
     number = check_rcond(name, value)
     return jnp.asarray(default if number is None else number, dtype=_float_dtype())
