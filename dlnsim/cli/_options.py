@@ -93,7 +93,7 @@ Solver = Annotated[
 MaxSteps = Annotated[
     int, typer.Option(help="Most solver steps per run; a run that needs more stops with a message.")
 ]
-Progress = Annotated[bool, typer.Option(help="Show diffrax's progress bar on runs longer than a second.")]
+Progress = Annotated[bool, typer.Option(help="Show a progress bar (tqdm) on solves longer than a second.")]
 
 # --- output -----------------------------------------------------------------------------------
 Overwrite = Annotated[
