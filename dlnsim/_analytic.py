@@ -25,7 +25,7 @@ from ._checks import (
     check_q,
 )
 from ._curvature import AbstractGaussNewton, BlockDiagonalGaussNewton, loss_gradient
-from ._curvature_base import concrete_or_traced, hyperparameter
+from ._curvature_base import PowerAndEps, hyperparameter, q_leaf
 from ._models import DeepLinearNet, network_map
 from ._rules import BernacchiaFlow, GradientFlow, NaturalGradientFlow, vector_field
 from ._tasks import Task, random_teacher
@@ -87,7 +87,7 @@ def _exclusive_products(sigmas):
     return left * right
 
 
-class ModeVectorField(eqx.Module):
+class ModeVectorField(PowerAndEps):
     """d sigma_i / dt for one singular mode (or a batch of modes along trailing axes).
 
     Full rules (Huh 2020, eqs. 6, 12, 14): sigma_i' = -eta lambda^(1-1/q) sigma_Delta j_i / ||j||^(2/q).
@@ -110,20 +110,10 @@ class ModeVectorField(eqx.Module):
     def __init__(self, q=1.0, block_diagonal: bool = False, learning_rate=1.0, eps=0.0, *, damping=None):
         if damping is not None:  # the old keyword for eps
             eps = damping
-        self.power = 1.0 / hyperparameter("q", q, lambda _, value: check_q(value))
+        self.power = 1.0 / q_leaf(q)
         self.block_diagonal = bool(block_diagonal)
         self.learning_rate = hyperparameter("learning_rate", learning_rate, check_positive)
         self.eps = hyperparameter("eps (damping)", eps, check_nonnegative)
-
-    @property
-    def q(self):
-        """The curvature power q = 1 / power (inf for SGD), a Python float when concrete."""
-        return concrete_or_traced(1.0 / self.power)
-
-    @property
-    def damping(self):
-        """The old name of eps (Huh 2020, eq. 18)."""
-        return concrete_or_traced(self.eps)
 
     def __call__(self, t, sigmas, args):
         check_finite("sigmas", sigmas)  # concrete calls only; skipped under a JAX trace

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from ._checks import check_nonnegative, check_positive, check_rcond, is_traced
+from ._checks import check_nonnegative, check_positive, check_q, check_rcond, is_traced
 from ._linalg import default_rcond
 from ._models import Weights, network_map, prefix_products, suffix_products
 from ._tasks import Task
@@ -39,6 +39,26 @@ def hyperparameter(name: str, value, check: Callable[[str, float], float]) -> Fl
     if is_traced(value):
         return value
     return jnp.asarray(check(name, value))
+
+
+def q_leaf(q) -> Float[Array, ""]:
+    """The curvature power q (>= 1; inf is SGD) as an array leaf, checked when concrete."""
+    return hyperparameter("q", q, lambda _, value: check_q(value))
+
+
+class PowerAndEps(eqx.Module):
+    """Read-back of a curvature-corrected field's array leaves ``power`` = 1/q and ``eps``: ``q``
+    and ``damping`` (the old name of eps, Huh 2020, eqs. 17-18) as Python floats when concrete."""
+
+    @property
+    def q(self):
+        """The curvature power q = 1 / power (inf for SGD)."""
+        return concrete_or_traced(1.0 / self.power)
+
+    @property
+    def damping(self):
+        """The old name of eps (Huh 2020, eqs. 17-18)."""
+        return concrete_or_traced(self.eps)
 
 
 def optional_rcond(value) -> Float[Array, ""] | None:

@@ -28,12 +28,14 @@ from ._checks import as_real_array, check_covariance, check_nonnegative, check_q
 from ._curvature import CURVATURE_METHODS, BlockDiagonalGaussNewton, GaussNewton
 from ._curvature_base import (
     AbstractCurvature,
+    PowerAndEps,
     all_square,
     choose,
     concrete_or_traced,
     hyperparameter,
     loss_gradient,
     optional_rcond,
+    q_leaf,
 )
 from ._linalg import inv
 from ._models import Weights, check_weights, network_map, prefix_products, suffix_products
@@ -59,10 +61,6 @@ def check_field_inputs(weights, task) -> None:
         )
 
 
-def _check_q(name: str, q) -> float:
-    return check_q(q)
-
-
 class GradientFlow(eqx.Module):
     """Gradient flow dtheta/dt = -g (Huh 2020, eqs. 5-6)."""
 
@@ -71,7 +69,7 @@ class GradientFlow(eqx.Module):
         return tuple(-g for g in loss_gradient(weights, task))
 
 
-class NaturalGradientFlow(eqx.Module):
+class NaturalGradientFlow(PowerAndEps):
     """Curvature-corrected flow dtheta/dt = -(1 + eps)^(1/q) (C + eps I)^(-1/q) g.
 
     With the exact Gauss-Newton curvature C = H+: q = 1 is NGD (Huh 2020, eqs. 9-12), q > 1 is
@@ -103,18 +101,8 @@ class NaturalGradientFlow(eqx.Module):
         if damping is not None:  # the old keyword for eps
             eps = damping
         self.curvature = curvature
-        self.power = 1.0 / hyperparameter("q", q, _check_q)
+        self.power = 1.0 / q_leaf(q)
         self.eps = hyperparameter("eps (damping)", eps, check_nonnegative)
-
-    @property
-    def q(self):
-        """The curvature power q = 1 / power (inf for SGD)."""
-        return concrete_or_traced(1.0 / self.power)
-
-    @property
-    def damping(self):
-        """The old name of eps (Huh 2020, eq. 17)."""
-        return concrete_or_traced(self.eps)
 
     def __call__(self, t, weights: Weights, task: Task) -> Weights:
         check_field_inputs(weights, task)
@@ -304,7 +292,7 @@ def vector_field(
             f"method applies only to the full rules ngd, qngd, sqrt-ngd and damped-ngd, not {rule!r}"
         )
     if q is not None:
-        q = hyperparameter("q", q, _check_q)
+        q = q_leaf(q)
     rcond = optional_rcond(rcond)
     if method is not None and (not isinstance(method, str) or method not in CURVATURE_METHODS):
         raise ValueError(f"unknown curvature method {method!r}; choose one of {', '.join(CURVATURE_METHODS)}")

@@ -29,8 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from .._checks import DynamicsBlowUpError, as_real_array, check_integer, check_q, check_real
-from .._curvature_base import hyperparameter as checked_leaf
+from .._checks import DynamicsBlowUpError, as_real_array, check_integer, check_real
+from .._curvature_base import q_leaf
 from .._run_checks import result_message
 from ._data import WideTask
 from ._factory import as_fisher
@@ -90,10 +90,6 @@ def as_flow_task(task) -> FlowTask:
     raise TypeError(f"task must be a dlnsim.wide.FlowTask or WideTask, got {type(task).__name__}")
 
 
-def _q_leaf(q) -> Float[Array, ""]:
-    return checked_leaf("q", q, lambda name, value: check_q(value))
-
-
 class FisherFlow(eqx.Module):
     """The vector field f(t, mlp, task) = -(G~ + rho I)^(-1/q) grad L on a wide MLP (module docstring).
 
@@ -118,7 +114,7 @@ class FisherFlow(eqx.Module):
         else:
             fisher = as_fisher(fisher, 0.0 if rho is None else hyperparameter("rho", rho), **fisher_options)
         self.fisher = fisher
-        self.power = 1.0 / _q_leaf(q)
+        self.power = 1.0 / q_leaf(q)
 
     @property
     def q(self):

@@ -31,8 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from .._checks import check_q
-from .._curvature_base import hyperparameter as checked_leaf
+from .._curvature_base import q_leaf
 from .._linalg import psd_function_apply, spectral_power
 from ._hyperparameters import ENTRYWISE_RCOND, PINV_RCOND, concrete, hyperparameter, rank_cutoff
 
@@ -168,7 +167,7 @@ class ModelFlow(eqx.Module):
                 "(kfac, unit-wise, tri-diagonal and quasi-diagonal need the wide MLP's layers: FisherFlow)"
             )
         self.fisher = fisher
-        self.power = 1.0 / checked_leaf("q", q, lambda name, value: check_q(value))
+        self.power = 1.0 / q_leaf(q)
         self.rho = hyperparameter("rho", rho)
         self.rcond = rank_cutoff("rcond", rcond, fisher.default_rcond)
 
