@@ -19,9 +19,10 @@ FAST_COMPILE_FLAGS = "--xla_cpu_use_fusion_emitters=false --xla_backend_optimiza
 _FLAGS_ENV = "DLNSIM_TEST_XLA_FLAGS"
 
 
-def _accepted(flags: str) -> bool:
-    env = dict(os.environ, XLA_FLAGS=f"{flags} {os.environ.get('XLA_FLAGS', '')}".strip())
+def _accepted(xla_flags: str) -> bool:
+    """Whether a child jax process starts and computes with XLA_FLAGS=xla_flags."""
     probe = "import jax.numpy as jnp; jnp.zeros(2).sum().block_until_ready()"
+    env = dict(os.environ, XLA_FLAGS=xla_flags)
     try:
         child = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, timeout=120)
     except subprocess.TimeoutExpired:
@@ -30,9 +31,11 @@ def _accepted(flags: str) -> bool:
 
 
 if _FLAGS_ENV not in os.environ:  # the controller (or a run without xdist); workers inherit it
-    os.environ[_FLAGS_ENV] = FAST_COMPILE_FLAGS if _accepted(FAST_COMPILE_FLAGS) else ""
-    if os.environ[_FLAGS_ENV]:
-        os.environ["XLA_FLAGS"] = f"{os.environ[_FLAGS_ENV]} {os.environ.get('XLA_FLAGS', '')}".strip()
+    combined = f"{FAST_COMPILE_FLAGS} {os.environ.get('XLA_FLAGS', '')}".strip()
+    accepted = _accepted(combined)
+    os.environ[_FLAGS_ENV] = FAST_COMPILE_FLAGS if accepted else ""
+    if accepted:
+        os.environ["XLA_FLAGS"] = combined
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

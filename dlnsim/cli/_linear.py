@@ -222,11 +222,6 @@ class LogTimeProgressMeter(diffrax.AbstractProgressMeter):
         jax.debug.callback(self.host.close, state)
 
 
-def _progress_meter(log_span: float | None = None) -> LogTimeProgressMeter:
-    """The CLI's progress bar (``--progress``), in log time when ``log_span`` is given."""
-    return LogTimeProgressMeter(log_span)
-
-
 def _log_span(t1):
     """Runs to convergence, and fixed-length runs past t = 1e3, show progress in log time
     (diffrax reports the fraction of [0, t1] reached, which stays near 0 for a huge t1)."""
@@ -259,7 +254,7 @@ def simulate_options(setup: Setup, field, name: str, solve: SolveOptions, *, pro
         loss_threshold=threshold,
         max_steps=MAX_STEPS if solve.max_steps is None else int(solve.max_steps),
         solver=_solver(solve.solver),
-        progress_meter=(_progress_meter(_log_span(t1)) if progress else None),
+        progress_meter=(LogTimeProgressMeter(_log_span(t1)) if progress else None),
     )
     # looked up per call: tests replace them
     if weights[0].ndim == 3:
