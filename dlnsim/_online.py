@@ -1,23 +1,18 @@
 """Discrete online natural gradient descent for deep networks (Bernacchia et al. 2018, sec. 5).
 
-The network is eq. 1, x_i = phi_i(W_i x_{i-1} + b_i), with a linear output layer that is the mean
-of a Gaussian predictive density q(y|x) = N(y; x_L, Sigma~), trained on the loss of eq. 6,
-1/2 <(y - x_L)^T Sigma~^-1 (y - x_L)>. The hidden layers are linear (a deep linear net, eq. 9) or
-tanh (the autoencoder of Fig. 1D). With ``bias=True`` each W_i carries its bias as a last column and
-x_{i-1} is augmented with a constant 1, as in sec. 2.
+The network, its loss (eq. 6) and the minibatch natural-gradient direction of eq. 20 are in
+:mod:`dlnsim._feedforward`. Each online NGD step takes a minibatch of M inputs and K model samples
+per input and updates W_i <- W_i + alpha D_i. The damping lambda (``lam`` in code; its old keyword
+``damping`` is a deprecated alias) follows the Levenberg-Marquardt rule of eq. 21, driven by the
+ratio rho of the actual decrease of the minibatch loss to the decrease predicted in the paper's
+footnote 1, (alpha - alpha^2/2) sum_i tr(D_i^T G_i) for the direction D_i and G_i = <e_i x_{i-1}^T>.
+Plain minibatch SGD takes dW_i = alpha G_i.
 
-Each online NGD step (eq. 20) takes a minibatch of M inputs, estimates Lambda_i = <x_{i-1} x_{i-1}^T>
-from the forward pass, draws K outputs per input from the model's own predictive density and
-backpropagates them to estimate Lambda~_i = <e_i e_i^T> (both averages are over p_theta, so the true
-targets enter only the gradient <e_i x_{i-1}^T>), and updates
-
-    dW_i = (alpha / L) (Lambda~_i + sqrt(lambda) I)^-1 <e_i x_{i-1}^T> (Lambda_i + sqrt(lambda) I)^-1,
-
-with the Moore-Penrose pseudo-inverse where lambda = 0. The damping lambda (``lam`` in code; its old
-keyword ``damping`` is a deprecated alias) follows the Levenberg-Marquardt rule of eq. 21, driven by
-the ratio rho of the actual decrease of the minibatch loss to the decrease predicted in the paper's
-footnote 1, (alpha - alpha^2/2) sum_i tr(D_i^T G_i) for the direction D_i = dW_i / alpha and
-G_i = <e_i x_{i-1}^T>. Plain minibatch SGD takes dW_i = alpha G_i.
+**Hyperparameters are data.** alpha (``learning_rate``), lambda_0 (``lam``), ``rcond`` and
+Sigma~ (``output_cov``) are array leaves of :class:`OnlineNGD` and :class:`OnlineSGD`; the
+minibatch size M, the samples K and ``adaptive`` are static. The scan is one module-level jitted
+program, so a second :func:`train` with new values of the leaves (same shapes) compiles nothing,
+and :func:`sgd_learning_rate_search` vmaps one compiled run over alpha.
 
 Minibatches are drawn with replacement from the training set, one fresh draw per step. A whole run
 is one jitted ``lax.scan``; the same key gives the same numbers.
@@ -27,7 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from functools import partial
 
 import equinox as eqx
@@ -41,235 +36,42 @@ from ._checks import (
     as_real_array,
     check_covariance,
     check_finite,
+    check_integer,
     check_key,
     check_nonnegative,
     check_positive,
-    check_rcond,
-    check_widths,
 )
-from ._models import DeepLinearNet
-from ._rules import layer_natural_gradient
-
-ACTIVATIONS = ("linear", "tanh")
-
-
-def _check_count(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-class FeedforwardNet(eqx.Module):
-    """The network of Bernacchia et al. 2018, eq. 1, with a linear output layer.
-
-    Args:
-        widths: ``(n_0, ..., n_L)``.
-        key: a JAX PRNG key (keyword only).
-        activation: ``"linear"`` (a deep linear net, eq. 9) or ``"tanh"`` for every hidden layer;
-            the output layer is always linear (it is the mean of the Gaussian predictive density).
-        bias: append a bias column to each W_i (sec. 2); the initial biases are zero.
-        scale: the weights are ``scale`` times Glorot-normal, N(0, 2 / (n_in + n_out)).
-
-    ``weights[i]`` has shape ``(n_{i+1}, n_i + bias)``.
-    """
-
-    weights: tuple[Float[Array, "n_out n_in_aug"], ...]
-    widths: tuple[int, ...] = eqx.field(static=True)
-    activation: str = eqx.field(static=True)
-    bias: bool = eqx.field(static=True)
-
-    def __init__(
-        self,
-        widths: Sequence[int],
-        *,
-        key: PRNGKeyArray,
-        activation: str = "linear",
-        bias: bool = False,
-        scale: float = 1.0,
-        weights=None,
-    ):
-        self.widths = check_widths(widths)
-        self.activation = activation
-        self.bias = bool(bias)
-        if weights is None:
-            check_key(key)
-            ws = DeepLinearNet(
-                self.widths, key=key, init="xavier", scale=check_positive("scale", scale)
-            ).weights
-            if self.bias:
-                ws = tuple(jnp.concatenate([w, jnp.zeros((w.shape[0], 1), w.dtype)], axis=1) for w in ws)
-            weights = ws
-        self.weights = tuple(
-            as_real_array(f"W_{i + 1}", w, dtype=jnp.result_type(float), finite=False)
-            for i, w in enumerate(weights)
-        )
-
-    def __check_init__(self):
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
-        want = [
-            (n_out, n_in + self.bias) for n_in, n_out in zip(self.widths[:-1], self.widths[1:], strict=True)
-        ]
-        got = [tuple(w.shape) for w in self.weights]
-        if got != want:
-            raise ValueError(f"weights must have shapes {want} for widths {self.widths}, got {got}")
-        for i, w in enumerate(self.weights):
-            check_finite(f"W_{i + 1}", w)
-
-    @classmethod
-    def from_weights(cls, weights, *, activation: str = "linear", bias: bool = False) -> FeedforwardNet:
-        """Wraps given matrices (each ``(n_out, n_in + bias)``)."""
-        if weights is None or isinstance(weights, str | bytes | dict) or hasattr(weights, "shape"):
-            raise TypeError(f"weights must be a sequence of 2-D matrices, got {type(weights).__name__}")
-        weights = tuple(as_real_array(f"W_{i + 1}", w, finite=False) for i, w in enumerate(weights))
-        if not weights or any(w.ndim != 2 for w in weights):
-            raise ValueError("weights must be a non-empty sequence of 2-D matrices")
-        widths = (weights[0].shape[1] - bool(bias),) + tuple(w.shape[0] for w in weights)
-        return cls(widths, key=None, activation=activation, bias=bias, weights=weights)
-
-    @property
-    def depth(self) -> int:
-        return len(self.widths) - 1
-
-    def __call__(self, x: Float[Array, "M n0"]) -> Float[Array, "M nL"]:
-        return _forward(self.weights, self.activation, self.bias, x)[2]
+from ._curvature_base import hyperparameter, optional_rcond
+from ._feedforward import (
+    ACTIVATIONS,
+    FeedforwardNet,
+    backward,
+    batch_loss,
+    forward,
+    lam_or_damping,
+    levenberg_marquardt,
+    mean_outer,
+    minibatch_directions,
+    minibatch_natural_gradient,
+    precision_and_factor,
+    predicted_decrease,
+)
 
 
-def _forward(weights, activation: str, bias: bool, x):
-    """Layer inputs x_{i-1} (augmented with 1 when ``bias``), phi_i' (None where linear), x_L."""
-    inputs, slopes = [], []
-    h = x
-    for i, w in enumerate(weights):
-        a = jnp.concatenate([h, jnp.ones((h.shape[0], 1), h.dtype)], axis=1) if bias else h
-        inputs.append(a)
-        u = a @ w.T
-        if activation == "tanh" and i < len(weights) - 1:
-            h = jnp.tanh(u)
-            slopes.append(1.0 - h**2)
-        else:
-            h = u
-            slopes.append(None)
-    return inputs, slopes, h
+def _output_cov(value) -> np.ndarray | None:
+    """Sigma~ as a (float64 numpy) array leaf, checked symmetric positive definite; or None."""
+    if value is None:
+        return None
+    return np.asarray(check_covariance("output_cov", value, definite=True), dtype=np.float64)
 
 
-def _backward(weights, widths, slopes, output_error):
-    """e_L = phi_L' o output_error, e_i = phi_i' o (W_{i+1}^T e_{i+1}) (Bernacchia et al. 2018, eq. 8).
-
-    ``output_error`` may carry extra leading axes (model samples); the slopes broadcast over them.
-    """
-    errs = [None] * len(weights)
-    e = output_error
-    for i in reversed(range(len(weights))):
-        if slopes[i] is not None:
-            e = e * slopes[i]
-        errs[i] = e
-        if i > 0:
-            e = e @ weights[i][:, : widths[i]]
-    return errs
+def _adaptive(value) -> bool:
+    if not isinstance(value, bool | np.bool_):
+        raise ValueError(f"adaptive must be True or False, got {value!r}")
+    return bool(value)
 
 
-def _mean_outer(a, b):
-    """<a b^T> over every leading (sample) axis."""
-    a2, b2 = a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])
-    return a2.T @ b2 / a2.shape[0]
-
-
-def _batch_loss(weights, activation, bias, precision, x, y):
-    r = y - _forward(weights, activation, bias, x)[2]
-    return 0.5 * jnp.mean(jnp.sum((r @ precision) * r, axis=-1))
-
-
-def _precision_and_factor(output_cov, n_out: int, dtype):
-    """Sigma~^-1 and C with C C^T = Sigma~^-1 (so xi C^T has covariance Sigma~^-1 for xi ~ N(0, I))."""
-    if output_cov is None:
-        eye = np.eye(n_out, dtype=dtype)
-        return eye, eye
-    xp = jnp if isinstance(output_cov, jax.Array) else np  # numpy: no compilation for constants
-    precision = xp.linalg.inv(xp.asarray(output_cov, dtype=dtype))
-    precision = 0.5 * (precision + precision.T)
-    return precision, xp.linalg.cholesky(precision)
-
-
-def _lam_or_damping(lam, damping, default):
-    """lambda from ``lam`` or its deprecated old keyword ``damping`` (not both), and the keyword's name
-    for error messages."""
-    if damping is None:
-        return (default if lam is None else lam), "lam"
-    if lam is not None:
-        raise ValueError("give lambda once: lam (or its deprecated old name damping), not both")
-    return damping, "damping"
-
-
-def minibatch_natural_gradient(
-    net: FeedforwardNet, x, y, noise, *, lam=None, output_cov=None, rcond=None, damping=None
-):
-    """The online natural-gradient direction of Bernacchia et al. 2018, eq. 20 (without alpha).
-
-    Args:
-        net: the network.
-        x, y: a minibatch, ``(M, n_0)`` and ``(M, n_L)``.
-        noise: standard-normal draws ``(K, M, n_L)``: the K model samples per input are
-            y~ = x_L + Sigma~^(1/2) xi, so the backpropagated output error is Sigma~^-1 (y~ - x_L).
-        lam: the damping lambda >= 0 of eq. 20; sqrt(lambda) I is added to both covariances
-            (0, the default: pseudo-inverse).
-        output_cov: Sigma~ (identity by default).
-        rcond: the pseudo-inverse's relative cutoff (default 10 n eps).
-        damping: the deprecated old name of ``lam``.
-
-    Returns:
-        ``(directions, gradients)``: D_i = (1/L) (Lambda~_i + sqrt(lambda))^-1 G_i (Lambda_i +
-        sqrt(lambda))^-1 and G_i = <e_i x_{i-1}^T> = -dL/dW_i on the minibatch (eqs. 7, 10, 20).
-    """
-    if not isinstance(net, FeedforwardNet):
-        raise TypeError(f"net must be a FeedforwardNet, got {type(net).__name__}")
-    n_out = net.widths[-1]
-    dtype = net.weights[0].dtype
-    x = as_real_array("x", x, 2, dtype=dtype)
-    y = as_real_array("y", y, 2, dtype=dtype)
-    noise = as_real_array("noise", noise, 3, dtype=dtype)
-    m = x.shape[0]
-    if x.shape[1] != net.widths[0] or y.shape != (m, n_out) or noise.shape[1:] != (m, n_out):
-        raise ValueError(
-            f"x, y and noise must be ({m}, {net.widths[0]}), ({m}, {n_out}) and (K, {m}, {n_out}) for "
-            f"widths {net.widths}, got {x.shape}, {y.shape} and {noise.shape}"
-        )
-    lam, lam_name = _lam_or_damping(lam, damping, 0.0)
-    if not isinstance(lam, jax.core.Tracer):
-        check_nonnegative(lam_name, lam)
-    check_rcond("rcond", rcond)
-    if output_cov is not None and not isinstance(output_cov, jax.core.Tracer):
-        check_covariance("output_cov", output_cov, n_out, definite=True)
-    precision, factor = _precision_and_factor(output_cov, n_out, dtype)
-    inputs, slopes, out = _forward(net.weights, net.activation, net.bias, x)
-    errs = _backward(net.weights, net.widths, slopes, (y - out) @ precision)
-    model_errs = _backward(net.weights, net.widths, slopes, noise @ factor.T)
-    shift = jnp.sqrt(lam)
-    grads, dirs = [], []
-    for a, e, e_model in zip(inputs, errs, model_errs, strict=True):
-        g = _mean_outer(e, a)
-        grads.append(g)
-        d = layer_natural_gradient(_mean_outer(e_model, e_model), g, _mean_outer(a, a), shift, rcond)
-        dirs.append(d / net.depth)
-    return tuple(dirs), tuple(grads)
-
-
-def predicted_decrease(learning_rate, directions, gradients):
-    """(alpha - alpha^2 / 2) sum_i tr(D_i^T G_i) (Bernacchia et al. 2018, footnote 1).
-
-    The decrease of the quadratic model whose Newton step is the direction D, for a step alpha D.
-    """
-    inner = sum(jnp.sum(d * g) for d, g in zip(directions, gradients, strict=True))
-    return (learning_rate - 0.5 * learning_rate**2) * inner
-
-
-def levenberg_marquardt(lam, rho):
-    """lambda_{k+1} = 3 lambda_k / 2 if rho_k < 1/4, 2 lambda_k / 3 if rho_k > 3/4, else lambda_k
-    (Bernacchia et al. 2018, eq. 21), for ``lam`` = lambda_k. A NaN rho leaves lambda unchanged."""
-    return jnp.where(rho < 0.25, 1.5 * lam, jnp.where(rho > 0.75, lam / 1.5, lam))
-
-
-@dataclass(frozen=True, init=False)
-class OnlineNGD:
+class OnlineNGD(eqx.Module):
     """Online NGD with adaptive damping (Bernacchia et al. 2018, eqs. 20-21).
 
     Args:
@@ -281,15 +83,18 @@ class OnlineNGD:
         output_cov: Sigma~ of the predictive density (identity by default).
         rcond: relative cutoff of the pseudo-inverse.
         damping: the deprecated old name of ``lam`` (keyword only; also readable as an attribute).
+
+    ``learning_rate``, ``lam``, ``rcond`` and ``output_cov`` are array leaves (checked when
+    concrete); ``batch_size``, ``model_samples`` and ``adaptive`` are static.
     """
 
-    learning_rate: float = 1.0
-    batch_size: int = 1000
-    model_samples: int = 1
-    lam: float = 1.0
-    adaptive: bool = True
-    output_cov: np.ndarray | None = field(default=None, compare=False, hash=False)
-    rcond: float | None = None
+    learning_rate: Float[Array, ""]
+    batch_size: int = eqx.field(static=True)
+    model_samples: int = eqx.field(static=True)
+    lam: Float[Array, ""]
+    adaptive: bool = eqx.field(static=True)
+    output_cov: Float[np.ndarray, "n n"] | None
+    rcond: Float[Array, ""] | None
 
     def __init__(
         self,
@@ -303,39 +108,34 @@ class OnlineNGD:
         *,
         damping: float | None = None,
     ):
-        lam, lam_name = _lam_or_damping(lam, damping, 1.0)
-        check_positive("learning_rate", learning_rate)
-        _check_count("batch_size (M)", batch_size)
-        _check_count("model_samples (K)", model_samples)
-        check_nonnegative(lam_name, lam)
-        check_rcond("rcond", rcond)
-        if not isinstance(adaptive, bool | np.bool_):
-            raise ValueError(f"adaptive must be True or False, got {adaptive!r}")
-        if output_cov is not None:
-            check_covariance("output_cov", output_cov, definite=True)
-        values = (learning_rate, batch_size, model_samples, lam, adaptive, output_cov, rcond)
-        for f, value in zip(fields(self), values, strict=True):  # frozen: set once, here
-            object.__setattr__(self, f.name, value)
+        lam, lam_name = lam_or_damping(lam, damping, 1.0)
+        self.learning_rate = hyperparameter("learning_rate", learning_rate, check_positive)
+        self.batch_size = check_integer("batch_size (M)", batch_size)
+        self.model_samples = check_integer("model_samples (K)", model_samples)
+        self.lam = hyperparameter(lam_name, lam, check_nonnegative)
+        self.adaptive = _adaptive(adaptive)
+        self.output_cov = _output_cov(output_cov)
+        self.rcond = optional_rcond(rcond)
 
     @property
-    def damping(self) -> float:
+    def damping(self):
         """The deprecated old name of :attr:`lam` (the initial lambda)."""
         return self.lam
 
 
-@dataclass(frozen=True)
-class OnlineSGD:
-    """Plain minibatch SGD, dW_i = alpha <e_i x_{i-1}^T> (the paper's baseline: M = 20)."""
+class OnlineSGD(eqx.Module):
+    """Plain minibatch SGD, dW_i = alpha <e_i x_{i-1}^T> (the paper's baseline: M = 20).
 
-    learning_rate: float = 0.08
-    batch_size: int = 20
-    output_cov: np.ndarray | None = field(default=None, compare=False, hash=False)
+    ``learning_rate`` (alpha) and ``output_cov`` are array leaves, ``batch_size`` is static."""
 
-    def __post_init__(self):
-        check_positive("learning_rate", self.learning_rate)
-        _check_count("batch_size (M)", self.batch_size)
-        if self.output_cov is not None:
-            check_covariance("output_cov", self.output_cov, definite=True)
+    learning_rate: Float[Array, ""]
+    batch_size: int = eqx.field(static=True)
+    output_cov: Float[np.ndarray, "n n"] | None
+
+    def __init__(self, learning_rate: float = 0.08, batch_size: int = 20, output_cov=None):
+        self.learning_rate = hyperparameter("learning_rate", learning_rate, check_positive)
+        self.batch_size = check_integer("batch_size (M)", batch_size)
+        self.output_cov = _output_cov(output_cov)
 
 
 @dataclass(frozen=True)
@@ -351,7 +151,8 @@ class OnlineRun:
         net: the final network.
         seconds: wall time of the compiled run of all steps (compilation and the loss records
             excluded).
-        compile_seconds: the one compilation.
+        compile_seconds: the compilation (near 0 when an earlier run with the same shapes and
+            static settings already compiled the program).
     """
 
     examples: np.ndarray
@@ -379,24 +180,22 @@ class OnlineRun:
         return self.examples / self.examples[-1] * self.seconds
 
 
-def _step(method, static, weights, lam, lr, x_all, y_all, idx, key):
-    activation, bias, widths, precision, factor = static
-    m = method.batch_size
+def _step(method, net, precision, factor, weights, lam, x_all, y_all, idx, key):
+    """One update of ``weights`` (the net's activation, bias and widths are static)."""
+    lr = method.learning_rate
     x, y = x_all[idx], y_all[idx]
     if isinstance(method, OnlineSGD):
-        inputs, slopes, out = _forward(weights, activation, bias, x)
-        errs = _backward(weights, widths, slopes, (y - out) @ precision)
-        new = tuple(w + lr * _mean_outer(e, a) for w, e, a in zip(weights, errs, inputs, strict=True))
+        inputs, slopes, out = forward(weights, net.activation, net.bias, x)
+        errs = backward(weights, net.widths, slopes, (y - out) @ precision)
+        new = tuple(w + lr * mean_outer(e, a) for w, e, a in zip(weights, errs, inputs, strict=True))
         nan = jnp.full((), jnp.nan, lam.dtype)
         return new, lam, nan
-    net = FeedforwardNet.from_weights(weights, activation=activation, bias=bias)
-    noise = jr.normal(key, (method.model_samples, m, widths[-1]), dtype=x.dtype)
-    dirs, grads = minibatch_natural_gradient(
-        net, x, y, noise, lam=lam, output_cov=method.output_cov, rcond=method.rcond
-    )
+    current = eqx.tree_at(lambda n: n.weights, net, weights)
+    noise = jr.normal(key, (method.model_samples, method.batch_size, net.widths[-1]), dtype=x.dtype)
+    dirs, grads = minibatch_directions(current, x, y, noise, lam, precision, factor, method.rcond)
     new = tuple(w + lr * d for w, d in zip(weights, dirs, strict=True))
-    before = _batch_loss(weights, activation, bias, precision, x, y)
-    after = _batch_loss(new, activation, bias, precision, x, y)
+    before = batch_loss(weights, net.activation, net.bias, precision, x, y)
+    after = batch_loss(new, net.activation, net.bias, precision, x, y)
     rho = (before - after) / predicted_decrease(lr, dirs, grads)
     lam_next = levenberg_marquardt(lam, rho) if method.adaptive else lam
     return new, lam_next, rho
@@ -418,38 +217,40 @@ def _draws(key, steps: int, batch: int, n: int):
     return idx, model_key
 
 
-def _run(method, static, steps, record_every, weights, lam0, lr, key, x_train, y_train, idx):
-    """The scan over steps; returns the final weights, the weights at each record, lambda and rho.
-
-    ``idx`` holds each step's minibatch indices, ``(steps, M)``; ``key`` draws the model samples.
-    """
+def _scan(method, net, precision, factor, lam0, key, x_train, y_train, idx, steps, record_every):
+    """The scan over steps from ``net``'s weights; returns the final weights, the weights at each
+    record, lambda and rho. ``idx`` holds each step's minibatch indices, ``(steps, M)``; ``key``
+    draws the model samples."""
     records = steps // record_every
 
     def one(carry, step):
         ws, lam = carry
         i, batch = step
-        ws, lam_next, rho = _step(method, static, ws, lam, lr, x_train, y_train, batch, jr.fold_in(key, i))
-        return (ws, lam_next), (lam, rho)
+        out = _step(method, net, precision, factor, ws, lam, x_train, y_train, batch, jr.fold_in(key, i))
+        return out[:2], (lam, out[2])
 
     def block(carry, steps_):
         carry, (lams, rhos) = jax.lax.scan(one, carry, steps_)
         return carry, (carry[0], lams, rhos)
 
     xs = (jnp.arange(steps).reshape(records, record_every), idx.reshape(records, record_every, -1))
-    (ws, _), (saved, lams, rhos) = jax.lax.scan(block, (weights, lam0), xs)
+    (ws, _), (saved, lams, rhos) = jax.lax.scan(block, (net.weights, lam0), xs)
     return ws, saved, lams.reshape(-1), rhos.reshape(-1)
 
 
-def _record_losses(static, initial, records, x_train, y_train, x_test, y_test):
+_run = jax.jit(_scan, static_argnames=("steps", "record_every"))
+
+
+@jax.jit
+def _record_losses(net, precision, records, x_train, y_train, x_test, y_test):
     """The loss of eq. 6 on the training and test sets at the initial and every recorded state."""
-    activation, bias, _, precision, _ = static
-    records = jax.tree.map(lambda w0, r: jnp.concatenate([w0[None], r]), initial, records)
+    records = jax.tree.map(lambda w0, r: jnp.concatenate([w0[None], r]), net.weights, records)
 
     def both(ws):
-        train = _batch_loss(ws, activation, bias, precision, x_train, y_train)
+        train = batch_loss(ws, net.activation, net.bias, precision, x_train, y_train)
         if x_test is None:
             return train, jnp.full((), jnp.nan, train.dtype)
-        return train, _batch_loss(ws, activation, bias, precision, x_test, y_test)
+        return train, batch_loss(ws, net.activation, net.bias, precision, x_test, y_test)
 
     return jax.lax.map(both, records)
 
@@ -479,12 +280,13 @@ def _check_output_cov(output_cov, n_out: int) -> None:
 
 
 def _prepare(net, method, steps, record_every, x_train, y_train, test):
+    """Checked counts, data and Sigma~^-1 with its factor (computed once, on the host)."""
     if not isinstance(net, FeedforwardNet):
         raise TypeError(f"net must be a FeedforwardNet, got {type(net).__name__}")
     if not isinstance(method, OnlineNGD | OnlineSGD):
         raise TypeError(f"method must be OnlineNGD or OnlineSGD, got {type(method).__name__}")
-    steps = _check_count("steps", steps)
-    record_every = _check_count("record_every", record_every)
+    steps = check_integer("steps", steps)
+    record_every = check_integer("record_every", record_every)
     if steps % record_every:
         raise ValueError(f"steps ({steps}) must be a multiple of record_every ({record_every})")
     x_train, y_train = _check_data(net, "training", x_train, y_train)
@@ -492,10 +294,8 @@ def _prepare(net, method, steps, record_every, x_train, y_train, test):
         raise ValueError("test must be a pair (x_test, y_test)")
     x_test, y_test = (None, None) if test is None else _check_data(net, "test", *test)
     _check_output_cov(method.output_cov, net.widths[-1])
-    dtype = net.weights[0].dtype
-    precision, factor = _precision_and_factor(method.output_cov, net.widths[-1], dtype)
-    static = (net.activation, net.bias, net.widths, precision, factor)
-    return steps, record_every, (x_train, y_train, x_test, y_test), static
+    precision, factor = precision_and_factor(method.output_cov, net.widths[-1], net.weights[0].dtype)
+    return steps, record_every, (x_train, y_train, x_test, y_test), (precision, factor)
 
 
 def train(
@@ -520,35 +320,52 @@ def train(
         key: the PRNG key of the minibatch draws and model samples.
         record_every: record the losses every this many steps.
         test: an optional ``(x_test, y_test)``.
+
+    The compiled scan is shared by every call with the same shapes, ``steps``, ``record_every``
+    and static settings: new values of alpha, lambda_0, rcond or Sigma~ compile nothing.
     """
-    steps, record_every, data, static = _prepare(net, method, steps, record_every, x_train, y_train, test)
+    steps, record_every, data, (precision, factor) = _prepare(
+        net, method, steps, record_every, x_train, y_train, test
+    )
     check_key(key)
-    x_train, y_train, x_test, y_test = data
-    run = jax.jit(partial(_run, method, static, steps, record_every))
+    x_train, y_train = data[:2]
     dtype = net.weights[0].dtype
+    method = jax.tree.map(lambda leaf: jnp.asarray(leaf, dtype), method)
     lam0 = jnp.asarray(getattr(method, "lam", 0.0), dtype)
-    lr = jnp.asarray(method.learning_rate, dtype)
     idx, model_key = _draws(key, steps, method.batch_size, x_train.shape[0])
-    args = (net.weights, lam0, lr, model_key, x_train, y_train, idx)
+    args = (method, net, precision, factor, lam0, model_key, x_train, y_train, idx)
     t0 = time.perf_counter()
-    compiled = run.lower(*args).compile()
+    compiled = _run.lower(*args, steps=steps, record_every=record_every).compile()
     t1 = time.perf_counter()
     ws, records, lams, rhos = jax.block_until_ready(compiled(*args))
     seconds = time.perf_counter() - t1
     # the losses are evaluated after the timed run, so the wall time counts the updates only
-    train_loss, test_loss = jax.jit(partial(_record_losses, static))(net.weights, records, *data)
+    train_loss, test_loss = _record_losses(net, precision, records, *data)
     examples = np.arange(steps // record_every + 1) * record_every * method.batch_size
-    final = FeedforwardNet.from_weights(ws, activation=net.activation, bias=net.bias)
     return OnlineRun(
         examples=examples,
         test_loss=np.asarray(test_loss),
         train_loss=np.asarray(train_loss),
         lam=np.asarray(lams) if isinstance(method, OnlineNGD) else np.full(steps, np.nan),
         rho=np.asarray(rhos),
-        net=final,
+        net=FeedforwardNet.from_weights(ws, activation=net.activation, bias=net.bias),
         seconds=seconds,
         compile_seconds=t1 - t0,
     )
+
+
+@partial(jax.jit, static_argnames="steps")
+def _final_losses(rates, method, net, precision, factor, key, x_train, y_train, idx, *, steps):
+    """The final whole-training-set loss of SGD at each learning rate in ``rates`` (one vmap over
+    the method's alpha leaf)."""
+
+    def final(rate):
+        sgd = eqx.tree_at(lambda m: m.learning_rate, method, rate)
+        lam0 = jnp.zeros((), rate.dtype)
+        ws = _scan(sgd, net, precision, factor, lam0, key, x_train, y_train, idx, steps, steps)[0]
+        return batch_loss(ws, net.activation, net.bias, precision, x_train, y_train)
+
+    return jax.vmap(final)(rates)
 
 
 def sgd_learning_rate_search(
@@ -564,25 +381,21 @@ def sgd_learning_rate_search(
 ) -> np.ndarray:
     """The final whole-training-set loss of SGD at each learning rate (the paper's grid search).
 
-    One compiled run, vmapped over ``learning_rates``; every rate sees the same minibatches.
-    Diverged runs give NaN or inf.
+    One compiled run, vmapped over ``learning_rates`` (the array leaf alpha of
+    :class:`OnlineSGD`); every rate sees the same minibatches. Diverged runs give NaN or inf.
     """
     rates = as_real_array("learning_rates", learning_rates, numpy=True, finite=False)
     if rates.ndim != 1 or rates.size < 1 or not np.all(np.isfinite(rates)) or np.any(rates <= 0):
         raise ValueError("learning_rates must be a non-empty 1-D list of finite numbers > 0")
     method = OnlineSGD(float(rates[0]), batch_size, output_cov)
-    steps, _, data, static = _prepare(net, method, steps, steps, x_train, y_train, None)
+    steps, _, data, (precision, factor) = _prepare(net, method, steps, steps, x_train, y_train, None)
     check_key(key)
     dtype = net.weights[0].dtype
     idx, model_key = _draws(key, steps, batch_size, data[0].shape[0])
-
-    def final_loss(lr):
-        ws = _run(
-            method, static, steps, steps, net.weights, jnp.zeros((), dtype), lr, model_key, *data[:2], idx
-        )[0]
-        return _batch_loss(ws, static[0], static[1], static[3], *data[:2])
-
-    return np.asarray(jax.jit(jax.vmap(final_loss))(jnp.asarray(rates, dtype)))
+    losses = _final_losses(
+        jnp.asarray(rates, dtype), method, net, precision, factor, model_key, *data[:2], idx, steps=steps
+    )
+    return np.asarray(losses)
 
 
 __all__ = [

@@ -3,10 +3,13 @@
 import math
 
 import diffrax
+import equinox as eqx
+import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
+from compile_count import CompileCounter
 
 import dlnsim
 from dlnsim import analytic as A
@@ -263,10 +266,6 @@ def test_bad_analytic_inputs():
 def test_mode_field_hyperparameters_are_array_leaves():
     """q, the learning rate and eps of the mode ODE are array leaves: new values reuse the
     compiled solve, and jax.vmap over them equals a Python loop."""
-    import equinox as eqx
-    import jax
-    from test_hyperparameters import CompileCounter
-
     y0 = jnp.array([[0.3, 0.2], [0.4, 0.1], [0.5, 0.2]])  # d = 3, two modes
     args = (jnp.array([2.0, 1.0]), jnp.array([1.0, 0.5]))  # sigma*, lambda
 

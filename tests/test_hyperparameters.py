@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
+from compile_count import CompileCounter
 from test_rules import make_problem, rel_err
 
 import dlnsim
@@ -18,25 +19,6 @@ from dlnsim._curvature import (
     GaussNewton,
     KrylovGaussNewton,
 )
-
-
-class CompileCounter:
-    """Counts XLA backend compilations while active."""
-
-    def __init__(self):
-        self.count = 0
-
-    def _listener(self, event, duration, **kwargs):
-        if event == "/jax/core/compile/backend_compile_duration":
-            self.count += 1
-
-    def __enter__(self):
-        jax.monitoring.register_event_duration_secs_listener(self._listener)
-        return self
-
-    def __exit__(self, *exc):
-        jax.monitoring.unregister_event_duration_listener(self._listener)
-
 
 SAVES = diffrax.SaveAt(ts=jnp.linspace(0.0, 0.5, 6))
 
