@@ -1,6 +1,7 @@
 """Sweep throughput: elements x solver steps per second, measured in one run, for
 (1) a Python loop of single-element solves, (2) one vmapped solve on one device, and (3) the same
-batch sharded over 2 host devices (a subprocess with XLA_FLAGS=--xla_force_host_platform_device_count=2).
+batch sharded over 2 host devices (a subprocess with
+--xla_force_host_platform_device_count=2 added to XLA_FLAGS).
 
 Defaults: n = 16, d = 4, 64 seeds x 4 values of q (qngd, q = 1, 1.5, 2, 3): 256 elements. The
 loop runs the first --loop-elements elements (its rate is per element, so a subset suffices).
@@ -93,7 +94,8 @@ def main():
     )
     loop_wall, loop_steps = _loop(spec, min(args.loop_elements, n_el))
     one_wall, rows = _timed_sweep(spec, 1, n_el)
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=2"
+    env = {**os.environ, "XLA_FLAGS": flags.strip()}  # the user's own XLA flags are kept
     child = subprocess.run(
         [sys.executable, __file__, "--child", f"--seeds={args.seeds}", f"--n={args.n}",
          f"--depth={args.depth}", f"--t1={args.t1}", f"--dtype={args.dtype}"],

@@ -34,11 +34,14 @@ def cpu_seconds(pid: int) -> float:
 
 
 def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs: an exited process that its parent has not reaped yet (a zombie,
+    state Z or X in /proc/PID/stat) counts as gone, so the monitor ends as soon as it exits."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
         return False
-    return True
+    return state not in ("Z", "X")
 
 
 def _remove(path: str) -> None:

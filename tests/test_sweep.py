@@ -100,7 +100,8 @@ SHARDED = textwrap.dedent(
 
 
 def test_sharded_sweep_equals_unsharded():
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4"
+    env = {**os.environ, "XLA_FLAGS": flags.strip()}  # keeps the suite's compile flags
     proc = subprocess.run(
         [sys.executable, "-c", SHARDED], capture_output=True, text=True, timeout=900, env=env
     )
