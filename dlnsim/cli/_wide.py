@@ -16,13 +16,13 @@ from .._resources import check_resources, wide_widths
 from .._resources_wide import estimate_wide_run
 from ..wide import (
     FISHERS,
-    LOSSES,
     MLP,
     Fisher,
     compare_with_theory,
     digits_task,
     forster_transform,
     load_wide_data,
+    loss_named,
     synthetic_task,
 )
 from ._boundary import check_seed, claim, cli_words, fail, write_json
@@ -112,8 +112,7 @@ def wide(
     try:
         if fisher not in FISHERS:
             raise ValueError(f"unknown fisher {fisher!r}; choose one of {', '.join(FISHERS)}")
-        if loss not in LOSSES:
-            raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
+        loss_named(loss)
         _check_counts(
             depth=depth, width=width, samples=samples, test_samples=test_samples, outputs=outputs,
             steps=steps, rho=rho, lr=lr,

@@ -14,7 +14,6 @@ from ._data import WideTask, digits_task, forster_transform, load_wide_data, nor
 from ._factory import FISHERS, Fisher, as_fisher, natural_gradient, precondition, theta_bar
 from ._fisher import (
     LAYERWISE,
-    LOSSES,
     AbstractFisher,
     AbstractLayerwiseFisher,
     BlockDiagonalFisher,
@@ -36,6 +35,7 @@ from ._flow_theory import (
 )
 from ._hyperparameters import ENTRYWISE_RCOND, PINV_RCOND
 from ._kernels import Kernels, active_fraction, analytic_kernels, empirical_kernels, signal_variances
+from ._losses import LOSSES, AbstractLoss, CrossEntropy, SquaredError, loss_named
 from ._mlp import MLP, Signals, layer_grams, ntk, signals
 from ._model_flow import (
     MODEL_FISHERS,
@@ -77,6 +77,8 @@ __all__ = [
     "PINV_RCOND",
     "AbstractFisher",
     "AbstractLayerwiseFisher",
+    "AbstractLoss",
+    "CrossEntropy",
     "BlockDiagonalFisher",
     "DiagonalFisher",
     "ExactFisher",
@@ -90,6 +92,7 @@ __all__ = [
     "NGD",
     "NGDState",
     "QuasiDiagonalFisher",
+    "SquaredError",
     "Signals",
     "TrainResult",
     "TriDiagonalFisher",
@@ -117,6 +120,7 @@ __all__ = [
     "layerwise_alpha",
     "linearized_dynamics",
     "load_wide_data",
+    "loss_named",
     "natural_gradient",
     "ngd",
     "normalize_inputs",

@@ -12,10 +12,11 @@ from typing import Any
 
 from jaxtyping import Array, Float
 
-from ._fisher import LAYERWISE, LOSSES, AbstractFisher, BlockDiagonalFisher, ExactFisher, TriDiagonalFisher
+from ._fisher import LAYERWISE, AbstractFisher, BlockDiagonalFisher, ExactFisher, TriDiagonalFisher
 from ._fisher_diag import DiagonalFisher, QuasiDiagonalFisher, UnitWiseFisher
 from ._fisher_kfac import KFAC_BIAS, KFACFisher
 from ._hyperparameters import hyperparameter
+from ._losses import loss_named
 from ._mlp import MLP, Signals
 
 FISHER_CLASSES: dict[str, type[AbstractFisher]] = {
@@ -51,9 +52,7 @@ def fisher_from_name(
         raise ValueError(f"unknown fisher {name!r}; choose one of {', '.join(FISHERS)}")
     if kfac_bias not in KFAC_BIAS:
         raise ValueError(f"kfac_bias must be 'augmented' or 'block', got {kfac_bias!r}")
-    if loss not in LOSSES:
-        raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
-    if loss == "cross-entropy" and name not in LAYERWISE:
+    if not loss_named(loss).linear_residual and name not in LAYERWISE:
         raise ValueError(
             f"cross-entropy NGD is layer-wise only (S.157-S.167): choose one of {', '.join(LAYERWISE)}, "
             f"not {name!r}"

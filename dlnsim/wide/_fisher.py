@@ -32,11 +32,10 @@ from jaxtyping import Array, Float
 from .._linalg import eigh, inv, spectral_power
 from ._hyperparameters import PINV_RCOND, concrete, hyperparameter, rank_cutoff
 from ._kernels import Kernels
+from ._losses import LOSSES, AbstractLoss, SquaredError, loss_named
 from ._mlp import MLP, Signals, _jvp_all, _vjp_all, layer_grams
 
-LOSSES = ("mse", "cross-entropy")
 LAYERWISE = ("exact", "bd", "tri-diagonal")
-CE_RATE = 0.1  # c in eta = c / alpha for cross-entropy (S.167 leaves c free)
 
 
 def _rho(value) -> Float[Array, ""]:
@@ -121,8 +120,14 @@ class AbstractFisher(eqx.Module, metaclass=_FisherMeta):
 
     @property
     def loss(self) -> str:
-        """The loss this Fisher preconditions: ``mse`` (cross-entropy is layer-wise only, S.157)."""
+        """The name of the loss this Fisher preconditions: ``mse`` (cross-entropy is layer-wise
+        only, S.157)."""
         return "mse"
+
+    @property
+    def loss_function(self) -> AbstractLoss:
+        """The loss this Fisher preconditions, as a :class:`~dlnsim.wide.AbstractLoss`."""
+        return SquaredError()
 
     def check_depth(self, depth: int) -> None:
         """Refuses a depth at which this Fisher's pseudo-inverse NGD is singular (none by default)."""
@@ -152,12 +157,14 @@ class AbstractFisher(eqx.Module, metaclass=_FisherMeta):
         return jax.lax.map(column, eye).T
 
     def residual(self, f: Float[Array, "N C"], y: Float[Array, "N C"]) -> Float[Array, "N C"]:
-        """r = dL/df per sample: f - y for the MSE loss (eq. 3)."""
-        return f - y
+        """r = dL/df per sample: f - y for MSE (eq. 3), softmax(f) - y for cross-entropy (S.159)."""
+        return self.loss_function.residual(f, y)
 
     def default_learning_rate(self, alpha: float) -> float:
-        """eta = 1/alpha for MSE (one-step convergence, Cor. 4.2)."""
-        return 1.0 / alpha
+        """eta = c / alpha: c = 1 for MSE (one-step convergence, Cor. 4.2); c = 0.1 for
+        cross-entropy, where S.167 gives the rate as c/alpha and a unit step (a Newton step on the
+        logits) leaves the linear regime when an initial prediction is confidently wrong."""
+        return self.loss_function.rate_constant / alpha
 
     def undamped_alpha(self, mlp: MLP, n_samples: int, *, forster: bool = False) -> float | None:
         """The alpha of Theta_bar = alpha I at rho = 0, or None where the paper gives none."""
@@ -209,17 +216,6 @@ def tridiagonal_alpha(depth: int, a: float = 1.0, b: float = 1.0) -> float:
     sigma2 = (-1) ** (L + 1) * (rp - rm) / den / b
     s = (1 + b * (sigma1 + sigma2)) / (a + 2 * b)
     return float(np.real((L + 2 * b * s) / (a + 2 * b)))
-
-
-def softmax_hessian(f: Float[Array, "N C"], ce_damping) -> Float[Array, "NC NC"]:
-    """Lambda + rho~ I: block-diagonal over samples, diag(sigma) - sigma sigma^T per sample (S.158)."""
-    p = jax.nn.softmax(f, axis=-1)
-    n, c = p.shape
-    blocks = jax.vmap(jnp.diag)(p) - p[:, :, None] * p[:, None, :] + ce_damping * jnp.eye(c)
-    out = jnp.zeros((n * c, n * c), dtype=f.dtype)
-    idx = jnp.arange(n)
-    out = out.reshape(n, c, n, c).at[idx, :, idx, :].set(blocks).reshape(n * c, n * c)
-    return out
 
 
 def layerwise_operator(
@@ -281,11 +277,16 @@ class AbstractLayerwiseFisher(AbstractFisher):
 
     def __check_init__(self):
         if self.loss not in LOSSES:
-            raise ValueError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
-        if self.loss == "cross-entropy" and concrete(self.ce_damping) == 0:
+            loss_named(self.loss)  # the one-line error naming the allowed losses
+        if not self.loss_function.linear_residual and concrete(self.ce_damping) == 0:
             raise ValueError(
                 "cross-entropy NGD needs ce_damping > 0: the softmax Hessian is singular (S.158)"
             )
+
+    @property
+    def loss_function(self) -> AbstractLoss:
+        """The loss named by :attr:`loss`."""
+        return loss_named(self.loss)
 
     @classmethod
     @abc.abstractmethod
@@ -304,7 +305,7 @@ class AbstractLayerwiseFisher(AbstractFisher):
         sigma = self.sigma(mlp.depth)
         check_power_pattern(sigma, power)
         grams = layer_grams(mlp, sig)
-        metric = softmax_hessian(sig.f, self.ce_damping) if self.loss == "cross-entropy" else None
+        metric = self.loss_function.output_metric(sig.f, self.ce_damping)
         return layerwise_operator(grams, sigma, metric, n, self.rho, self.rcond, power)
 
     def apply(self, mlp, sig, prepared, residual, *, power=None):
@@ -317,18 +318,6 @@ class AbstractLayerwiseFisher(AbstractFisher):
         """sum_l K_l(x', x) P_l (S.71-S.74)."""
         grams = layer_grams(mlp, test, sig)
         return sum(grams[layer] @ prepared[layer] for layer in range(mlp.depth))
-
-    def residual(self, f, y):
-        """f - y (MSE) or softmax(f) - y (cross-entropy, S.159)."""
-        if self.loss == "cross-entropy":
-            return jax.nn.softmax(f, axis=-1) - y
-        return f - y
-
-    def default_learning_rate(self, alpha: float) -> float:
-        """eta = 1/alpha for MSE (Cor. 4.2); eta = 0.1/alpha for cross-entropy, where S.167 gives the
-        rate as c/alpha and a unit step (a Newton step on the logits) leaves the linear regime when an
-        initial prediction is confidently wrong."""
-        return (CE_RATE if self.loss == "cross-entropy" else 1.0) / alpha
 
     def undamped_alpha(self, mlp, n_samples, *, forster=False):
         """1^T Sigma^{-1} 1 (S.71, S.92-S.94), at any width."""
@@ -358,7 +347,7 @@ class ExactFisher(AbstractLayerwiseFisher):
     def prepare(self, mlp, sig, *, power=None):
         """MSE: (sum_l K_l + N rho I)^+ for every layer; cross-entropy: the layer-wise operator. With
         ``power`` s: (K / N + rho I)^(-s) / N, K = J J^T, so that J^T P r = (G + rho I)^(-s) grad L."""
-        if self.loss == "cross-entropy":
+        if not self.loss_function.linear_residual:
             return super().prepare(mlp, sig, power=power)
         n, c = sig.f.shape
         if power is None:

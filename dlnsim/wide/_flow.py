@@ -36,6 +36,7 @@ from ._data import WideTask
 from ._factory import as_fisher
 from ._fisher import AbstractFisher
 from ._hyperparameters import concrete, hyperparameter
+from ._losses import AbstractLoss, SquaredError
 from ._mlp import MLP, _as_update, _vjp_all, check_data, check_mlp, signals
 from ._model_flow import ModelFlow
 
@@ -199,21 +200,6 @@ class FlowTrajectory:
         return self.mlp
 
 
-def _mse(r: np.ndarray) -> np.ndarray:
-    return 0.5 * np.mean(np.sum(r**2, axis=-1), axis=-1)
-
-
-def _softmax(f: np.ndarray) -> np.ndarray:
-    z = np.exp(f - f.max(axis=-1, keepdims=True))
-    return z / z.sum(axis=-1, keepdims=True)
-
-
-def _cross_entropy(f: np.ndarray, y: np.ndarray) -> np.ndarray:
-    shifted = f - f.max(axis=-1, keepdims=True)
-    log_p = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-    return -np.mean(np.sum(y * log_p, axis=-1), axis=-1)
-
-
 def _observe(t, mlp, task: FlowTask):
     test = mlp(task.x_test) if task.x_test is not None else None
     return mlp(task.x), test
@@ -241,8 +227,9 @@ def _check_model(model, task: FlowTask) -> None:
             )
 
 
-def _loss_name(field) -> str:
-    return field.fisher.loss if isinstance(field, FisherFlow) else "mse"
+def _loss_of(field) -> AbstractLoss:
+    """The loss a flow descends: its Fisher's (MSE for model flows)."""
+    return field.fisher.loss_function if isinstance(field, FisherFlow) else SquaredError()
 
 
 @eqx.filter_jit
@@ -353,8 +340,7 @@ def simulate_flow(
     times, outputs = np.asarray(times), np.asarray(outputs)
     test = None if test is None else np.asarray(test)
     y = np.asarray(task.y)[None]
-    res = outputs - y
-    finite = np.isfinite(times) & np.all(np.isfinite(res), axis=(1, 2))
+    finite = np.isfinite(times) & np.all(np.isfinite(outputs), axis=(1, 2))
     if test is not None:
         finite &= np.all(np.isfinite(test), axis=(1, 2))
     n_ok = finite.size if finite.all() else int(np.argmin(finite))
@@ -364,13 +350,10 @@ def simulate_flow(
         )
     if n_ok < finite.size:
         raise DynamicsBlowUpError(times[n_ok], "the state became non-finite", _blow_up_hint(field))
-    if _loss_name(field) == "cross-entropy":
-        res = _softmax(outputs) - y
-        train_loss = _cross_entropy(outputs, y)
-        test_loss = None if test is None else _cross_entropy(test, np.asarray(task.y_test)[None])
-    else:
-        train_loss = _mse(res)
-        test_loss = None if test is None else _mse(test - np.asarray(task.y_test)[None])
+    loss = _loss_of(field)
+    res = loss.residual(outputs, y)
+    train_loss = loss.value(outputs, y)
+    test_loss = None if test is None else loss.value(test, np.asarray(task.y_test)[None])
     return FlowTrajectory(times, res, train_loss, test, test_loss, final, int(steps))
 
 

@@ -107,7 +107,7 @@ def flow_theory(field, mlp: MLP, task, times) -> tuple[np.ndarray | None, np.nda
     name). Exact Fisher or q = inf: the NTK prediction (any q, rho); otherwise q = 1 and rho = 0 with a
     theoretical alpha: e^(-alpha t) (no test prediction); else (None, None, "none")."""
     q, rho = field.q, concrete(field.rho)
-    exact = field.fisher.name == "exact" and field.fisher.loss == "mse"
+    exact = field.fisher.name == "exact" and field.fisher.loss_function.linear_residual
     if exact or math.isinf(q):
         train, test = ntk_flow_prediction(mlp, task, times, q=q, rho=rho)
         return train, test, f"NTK, exp(-Theta (Theta + rho)^(-1/q) t) (q={q:g}, rho={rho:g})"

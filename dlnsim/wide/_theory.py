@@ -17,8 +17,9 @@ from .._checks import as_real_array, check_integer, check_positive, check_real
 from ._data import WideTask, check_task_fits
 from ._factory import as_fisher
 from ._kernels import Kernels
+from ._losses import SquaredError
 from ._mlp import MLP, ntk, signals
-from ._train import NGD, task_loss, train
+from ._train import NGD, train
 
 # Eigenvalues of a measured Theta_bar at or below this fraction of the largest count as zero when its
 # isotropy condition number and the linearised model's default rate are measured (host-side numpy).
@@ -110,7 +111,7 @@ def analytic_theta_bar(fisher, kernels_test: Kernels, kernels_train: Kernels, *,
       with B_L(x', x) B_L^{-1} replaced by 1 1^T and A~ = sigma_w^2 A + sigma_b^2 (S.105-S.106, S.B.3.3).
     """
     fisher = as_fisher(fisher)
-    if float(fisher.rho) > 0 or fisher.loss != "mse":
+    if float(fisher.rho) > 0 or not fisher.loss_function.linear_residual:
         raise ValueError("the analytic Theta_bar is for the MSE loss in the zero-damping limit")
     out = fisher.analytic_theta_bar(
         kernels_test, kernels_train, sigma_w2=sigma_w2, sigma_b2=sigma_b2, bias=bias
@@ -145,10 +146,6 @@ def _accuracy(f, y, kind: str) -> float | None:
     if kind == "multiclass":
         return float(np.mean(np.argmax(f, 1) == np.argmax(y, 1)))
     return None
-
-
-def _loss_curve(fs, y, loss: str) -> np.ndarray:
-    return np.asarray([float(task_loss(f, y, loss)) for f in fs])
 
 
 @dataclass(frozen=True)
@@ -300,7 +297,8 @@ def compare_with_theory(
     run = train(mlp, task, NGD(fisher, lr, forster), steps)
     y, yt = np.asarray(task.y_train), np.asarray(task.y_test)
     f0, f0t = run.f_train[0], run.f_test[0]
-    if fisher.loss == "cross-entropy":
+    loss = fisher.loss_function
+    if not loss.linear_residual:
         alpha_used = alpha_th if alpha_th is not None else alpha_measured
         f_theory = _cross_entropy_theory(f0, y, alpha_used, lr, steps, float(fisher.ce_damping))
         f_lin_test = None
@@ -310,7 +308,7 @@ def compare_with_theory(
             f_theory = predicted_train_residual(f0 - y, alpha_th, lr, steps) + y
         else:
             f_theory = f_lin
-    theory_loss = _loss_curve(f_theory, y, fisher.loss)
+    theory_loss = loss.value(np.asarray(f_theory), y)
     scale = float(np.linalg.norm(f0 - y))
     dev = np.linalg.norm((run.f_train - f_theory).reshape(steps + 1, -1), axis=1) / scale
     # GD on the NTK
@@ -340,7 +338,7 @@ def compare_with_theory(
         isotropy_condition_number=cond,
         theta_bar_offdiag_max=float(np.abs(tbar - np.diag(np.diag(tbar))).max()),
         theory="(1 - eta alpha)^t"
-        if alpha_th is not None or fisher.loss != "mse"
+        if alpha_th is not None or not loss.linear_residual
         else "S.26, measured Theta_bar",
         learning_rate=lr,
         steps=int(steps),
@@ -348,7 +346,7 @@ def compare_with_theory(
         theory_loss=np.asarray(theory_loss, float),
         deviation=np.asarray(dev, float),
         test_loss=np.asarray(run.test_loss, float),
-        test_loss_theory=None if f_lin_test is None else _loss_curve(f_lin_test, yt, "mse"),
+        test_loss_theory=None if f_lin_test is None else SquaredError().value(np.asarray(f_lin_test), yt),
         test_max_deviation=None
         if f_lin_test is None
         else float(np.abs(run.f_test - f_lin_test).max() / max(np.abs(f0t).max(), 1e-300)),
@@ -357,6 +355,6 @@ def compare_with_theory(
         test_accuracy_theory_final=None if f_lin_test is None else _accuracy(f_lin_test[-1], yt, task.kind),
         gd_ntk_eigenvalues=np.asarray(ev, float),
         gd_learning_rate=lr_gd,
-        gd_theory_loss=_loss_curve(gd_train, y, "mse"),
-        gd_theory_test_loss=_loss_curve(gd_test, yt, "mse"),
+        gd_theory_loss=SquaredError().value(np.asarray(gd_train), y),
+        gd_theory_test_loss=SquaredError().value(np.asarray(gd_test), yt),
     )

@@ -20,8 +20,9 @@ from jaxtyping import Array, Float
 from .._checks import check_integer
 from ._data import WideTask, check_task_fits
 from ._factory import as_fisher, rho_or_damping
-from ._fisher import LOSSES, AbstractFisher
+from ._fisher import AbstractFisher
 from ._hyperparameters import concrete, hyperparameter
+from ._losses import loss_named
 from ._mlp import MLP, _as_update, check_data, check_mlp, signals
 
 
@@ -137,13 +138,10 @@ class TrainResult:
 
 
 def task_loss(f, y, loss: str = "mse"):
-    """MSE 1/(2N) sum ||f - y||^2 (eq. 3) or mean cross-entropy of softmax(f) against y."""
-    if loss not in LOSSES:
-        raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
-    f, y = jnp.asarray(f), jnp.asarray(y)
-    if loss == "cross-entropy":
-        return -jnp.mean(jnp.sum(y * jax.nn.log_softmax(f, axis=-1), axis=-1))
-    return 0.5 * jnp.mean(jnp.sum((f - y) ** 2, axis=-1))
+    """MSE 1/(2N) sum ||f - y||^2 (eq. 3) or mean cross-entropy of softmax(f) against y (S.157), as
+    a JAX array: :meth:`AbstractLoss.value` of :func:`loss_named` ``(loss)``. ``loss`` may also be
+    an :class:`AbstractLoss`; a stack of outputs ``(T, N, C)`` gives ``T`` values."""
+    return loss_named(loss).value(jnp.asarray(f), jnp.asarray(y))
 
 
 @eqx.filter_jit
@@ -180,7 +178,7 @@ def train(mlp: MLP, task: WideTask, optimizer: NGD, steps: int) -> TrainResult:
     optimizer.init(mlp)
     lr = optimizer.resolve_learning_rate(mlp, task.n_samples)
     opt = NGD(optimizer.fisher, lr, optimizer.forster)
-    loss = optimizer.fisher.loss
+    loss = optimizer.fisher.loss_function
     f0, f0_test = np.asarray(mlp(task.x_train)), np.asarray(mlp(task.x_test))
     mlp, ftr, fte = run_ngd(opt, mlp, task.x_train, task.y_train, task.x_test, steps)
     ftr = np.concatenate([f0[None], np.asarray(ftr)])
@@ -190,6 +188,6 @@ def train(mlp: MLP, task: WideTask, optimizer: NGD, steps: int) -> TrainResult:
             "NGD training diverged (non-finite outputs); lower the learning rate or damp"
         )
     # the losses of all T + 1 saved outputs in one batched evaluation each (no per-step host sync)
-    tl = np.asarray(jax.vmap(lambda f: task_loss(f, task.y_train, loss))(ftr))
-    te = np.asarray(jax.vmap(lambda f: task_loss(f, task.y_test, loss))(fte))
+    tl = np.asarray(loss.value(jnp.asarray(ftr), jnp.asarray(task.y_train)))
+    te = np.asarray(loss.value(jnp.asarray(fte), jnp.asarray(task.y_test)))
     return TrainResult(ftr, fte, tl, te, float(lr), mlp)
