@@ -18,7 +18,7 @@ from ._resources import (
     format_seconds,
     time_limit,
 )
-from .wide import FISHERS, loss_named
+from .wide import fisher_class, loss_named
 
 # Copies of the MLP's parameters at the peak of `dlnsim wide` (the initial net, the trained one, the
 # update and each Fisher's per-parameter arrays), from peak RSS at width 2048 and 4096, depth 3,
@@ -61,8 +61,7 @@ WIDE_COMPILED_BYTES_PER_LAYER2 = 0.06 * 2**20
 
 
 def _wide_fisher(fisher: str, loss: str) -> str:
-    if fisher not in FISHERS:
-        raise ValueError(f"unknown fisher {fisher!r}; choose one of {', '.join(FISHERS)}")
+    fisher_class(fisher)
     loss_named(loss)
     return fisher
 

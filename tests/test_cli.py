@@ -1,15 +1,22 @@
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import diffrax
+import jax.random as jr
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 import dlnsim
+import dlnsim._simulation as sim
 from dlnsim._table import read_table
 from dlnsim.cli import app
+from dlnsim.cli._linear import LogTimeProgressMeter, _HostBar, stop_note
+from dlnsim.cli._options import SolveOptions
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,7 +121,6 @@ def test_run_replaces_only_its_own_output(tmp_path):
 
 def test_run_reports_blow_up(tmp_path, monkeypatch):
     """A blow-up is reported with its time and hint, exit 1, and nothing is written."""
-    import dlnsim._simulation as sim
 
     def blows_up(*args, **kwargs):
         raise dlnsim.DynamicsBlowUpError(0.25, "the state became non-finite", "try sqrt-ngd")
@@ -313,10 +319,6 @@ SIGTERM_SWEEP = (
 def test_sweep_killed_midway_resumes_to_the_same_table(tmp_path):
     """SIGTERM a sweep once some chunks are stored; the rerun of the same command skips them and
     the table equals an uninterrupted run's: no row lost or doubled."""
-    import signal
-    import subprocess
-    import sys
-    import time
 
     whole = tmp_path / "whole"
     assert invoke(*SIGTERM_SWEEP, "--out", whole).exit_code == 0
@@ -368,8 +370,6 @@ def test_implicit_solver_option(tmp_path):
 
 
 def test_the_stop_note_names_the_saddle_or_the_time_limit():
-    from dlnsim.cli._linear import stop_note
-    from dlnsim.cli._options import SolveOptions
 
     solve = SolveOptions()
     stalled = {"converged": False, "stalled_at_saddle": True, "t_final": 31.6, "saddle_loss": 1.987e-4}
@@ -383,10 +383,6 @@ def test_progress_bar_reports_through_diffrax_public_meter_interface(capfd):
     """The --progress bar is a diffrax.AbstractProgressMeter (init/step/close and
     jax.debug.callback, no private diffrax methods); it reaches 100 %, in log time for runs to
     convergence, also under vmap."""
-    import diffrax
-    import jax.random as jr
-
-    from dlnsim.cli._linear import LogTimeProgressMeter, _HostBar
 
     assert _HostBar(None, 0.0).percent(0.25) == 25.0
     # log time: progress 1e-6 of [0, t_max] with t_max / first save = 1e6 is log(2) / log(1e6 + 1)

@@ -2,10 +2,12 @@
 
 import json
 
+import jax.random as jr
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from dlnsim import wide
 from dlnsim.cli import app
 
 runner = CliRunner()
@@ -122,9 +124,6 @@ def test_wide_bad_data_file_exits_2(tmp_path):
 
 
 def test_compare_with_theory_returns_a_typed_result():
-    import jax.random as jr
-
-    from dlnsim import wide
 
     task = wide.synthetic_task(jr.PRNGKey(0), 4, 8, test_samples=6)
     mlp = wide.MLP.uniform(depth=3, width=64, input_dim=8, key=jr.PRNGKey(1))

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+import dlnsim._experiments as core
 from dlnsim import experiments
 from dlnsim.cli import app
 
@@ -135,7 +136,6 @@ def test_cli_exit_codes(toy, tmp_path):
 def test_cli_reproduce_all_runs_every_id_into_its_own_directory(monkeypatch, tmp_path):
     """'all' runs every registered id in turn (it once broke after the first: a loop variable
     shadowed the output claims), each into out/ID, with its summary line."""
-    import dlnsim._experiments as core
 
     toys = {
         name: experiments.Experiment(name, "a parabola", "Nobody 2099", _toy(True, name=name), "partly")

@@ -1,5 +1,7 @@
 """Process-level guards: the jaxlib deadlock's regression test and the stall watchdog."""
 
+import faulthandler
+import signal
 import subprocess
 import sys
 import textwrap
@@ -106,8 +108,6 @@ def test_watchdog_stays_quiet_while_the_cpu_works():
 
 
 def test_monitor_leaves_the_process_as_it_found_it():
-    import faulthandler
-    import signal
 
     before = signal.getsignal(signal.SIGQUIT)
     with StallWatchdog("x", stall_seconds=30) as dog:

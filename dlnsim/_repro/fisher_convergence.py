@@ -62,7 +62,8 @@ def train_gd(mlp: wide.MLP, task: wide.WideTask, learning_rate: float, steps: in
 
 
 def _losses(fs, y) -> np.ndarray:
-    return np.asarray([float(wide.task_loss(f, y)) for f in fs])
+    """The MSE of every saved output (one batched evaluation)."""
+    return np.asarray(wide.SquaredError().value(np.asarray(fs, float), np.asarray(y, float)))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -15,7 +15,15 @@ import typer
 
 from .._checks import DynamicsBlowUpError, check_depth, check_integer, check_nonnegative, check_positive
 from .._resources import wide_widths
-from ..wide import FISHERS, FLOW_RULES, MLP, flow_field, flow_theory, simulate_flow, synthetic_task
+from ..wide import (
+    FLOW_RULES,
+    MLP,
+    fisher_class,
+    flow_field,
+    flow_theory,
+    simulate_flow,
+    synthetic_task,
+)
 from ._boundary import check_seed, claim, cli_words, fail, write_json
 from ._options import Overwrite, out_option
 
@@ -24,8 +32,7 @@ def _check_options(*, rule, fisher, depth, width, samples, t1, saves, q, rho) ->
     """One-line ValueErrors for the options of ``dlnsim flow``."""
     if rule not in FLOW_RULES:
         raise ValueError(f"unknown rule {rule!r}; choose one of {', '.join(FLOW_RULES)}")
-    if fisher not in FISHERS:
-        raise ValueError(f"unknown fisher {fisher!r}; choose one of {', '.join(FISHERS)}")
+    fisher_class(fisher)
     check_depth(depth)
     check_integer("width", width, 1)
     check_integer("samples", samples, 1)

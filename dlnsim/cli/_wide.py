@@ -15,11 +15,11 @@ from .._checks import check_depth, check_nonnegative, check_positive
 from .._resources import check_resources, wide_widths
 from .._resources_wide import estimate_wide_run
 from ..wide import (
-    FISHERS,
     MLP,
     Fisher,
     compare_with_theory,
     digits_task,
+    fisher_class,
     forster_transform,
     load_wide_data,
     loss_named,
@@ -110,8 +110,7 @@ def wide(
     """Discrete NGD of a wide MLP with an approximate Fisher, set against the NTK theory
     (Karakida & Osawa 2020). Writes summary.json, curves.npz and loss.png."""
     try:
-        if fisher not in FISHERS:
-            raise ValueError(f"unknown fisher {fisher!r}; choose one of {', '.join(FISHERS)}")
+        fisher_class(fisher)
         loss_named(loss)
         _check_counts(
             depth=depth, width=width, samples=samples, test_samples=test_samples, outputs=outputs,

@@ -11,7 +11,7 @@ curvature-corrected flows in continuous time) -> ``_flow_theory`` (their NTK the
 
 from ._activations import ACTIVATIONS
 from ._data import WideTask, digits_task, forster_transform, load_wide_data, normalize_inputs, synthetic_task
-from ._factory import FISHERS, Fisher, as_fisher, natural_gradient, precondition, theta_bar
+from ._factory import FISHERS, Fisher, as_fisher, fisher_class, natural_gradient, precondition, theta_bar
 from ._fisher import (
     LAYERWISE,
     AbstractFisher,
@@ -109,6 +109,7 @@ __all__ = [
     "compare_with_theory",
     "digits_task",
     "empirical_kernels",
+    "fisher_class",
     "flow_field",
     "flow_theory",
     "forster_transform",

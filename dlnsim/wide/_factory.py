@@ -34,6 +34,14 @@ FISHER_CLASSES: dict[str, type[AbstractFisher]] = {
 FISHERS = tuple(FISHER_CLASSES)
 
 
+def fisher_class(name: str) -> type[AbstractFisher]:
+    """The Fisher class named ``name`` (one of ``FISHERS``); a one-line ValueError naming the
+    allowed names otherwise. Names resolve here, at the factory and CLI boundary, only."""
+    if not isinstance(name, str) or name not in FISHER_CLASSES:
+        raise ValueError(f"unknown fisher {name!r}; choose one of {', '.join(FISHERS)}")
+    return FISHER_CLASSES[name]
+
+
 def fisher_from_name(
     name: str,
     rho: float = 0.0,
@@ -48,8 +56,7 @@ def fisher_from_name(
     ``kfac_bias`` and ``loss`` are validated for every name, cross-entropy is layer-wise only. ``rho``
     is the damping rho of Karakida & Osawa 2020, eq. 9 (``damping`` is its old name)."""
     rho = rho_or_damping(rho, damping)
-    if not isinstance(name, str) or name not in FISHER_CLASSES:
-        raise ValueError(f"unknown fisher {name!r}; choose one of {', '.join(FISHERS)}")
+    cls = fisher_class(name)
     if kfac_bias not in KFAC_BIAS:
         raise ValueError(f"kfac_bias must be 'augmented' or 'block', got {kfac_bias!r}")
     if not loss_named(loss).linear_residual and name not in LAYERWISE:
@@ -57,7 +64,6 @@ def fisher_from_name(
             f"cross-entropy NGD is layer-wise only (S.157-S.167): choose one of {', '.join(LAYERWISE)}, "
             f"not {name!r}"
         )
-    cls = FISHER_CLASSES[name]
     if name in LAYERWISE:
         return cls(rho=rho, rcond=rcond, loss=loss, ce_damping=ce_damping)
     hyperparameter("ce_damping", ce_damping)  # checked as before, unused outside the layer-wise family
