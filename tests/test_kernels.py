@@ -2,12 +2,15 @@
 
 import math
 
+import jax
+import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 import pytest
+from scipy.special import erf
 
 from dlnsim import wide
-from dlnsim.wide import _kernels as kernels
+from dlnsim.wide import _activations as activations
 from dlnsim.wide._kernels import _cross_moment, _second_moment
 
 
@@ -32,6 +35,37 @@ def test_relu_closed_form_s176_s178():
     np.testing.assert_allclose(k.ntk, sum(2.0 * k.B[i] * k.A[i] + 0.5 * k.B[i] for i in range(3)), atol=1e-13)
 
 
+@pytest.mark.parametrize(
+    "name, shift", [("relu", 0.0), ("erf", 0.0), ("identity", 0.0), ("shifted-relu", 0.4)]
+)
+def test_each_activation_closed_forms_equal_the_generic_quadrature(name, shift):
+    """Each closed-form second moment (S.175, S.156) equals the Gauss-Legendre quadrature of the
+    activation's own host phi that tanh uses (shifted relu: its kink is not at the rule's split;
+    checked against its cross moment below), and so does each closed-form cross moment of a smooth
+    activation (erf, identity; relu's is checked against S.176-S.177 above); phi' is the autodiff
+    derivative of phi (away from the kink) in JAX and equals the host one."""
+    phi = activations.activation_named(name, shift)
+    generic = activations.AbstractActivation
+    q1, q2 = np.array([0.3, 1.7, 0.9]), np.array([0.5, 1.1])
+    cov = 0.6 * np.sqrt(np.outer(q1, q2)) * np.array([[1.0, -0.4], [0.2, 0.9], [-0.7, 0.5]])
+    root = np.sqrt(np.outer(q1, q2))
+    c = np.clip(cov / root, -1.0, 1.0)
+    for d in (False, True):
+        if name != "shifted-relu":  # the generic rule splits at 0, not at the kink -s (checked above)
+            np.testing.assert_allclose(phi.second_moment(q1, d), generic.second_moment(phi, q1, d), rtol=1e-9)
+        if name in ("erf", "identity"):  # smooth: the 2-D rule is exact to round-off (not at a kink)
+            quad = generic._cross(phi, q1, q2, cov, root, c, d)
+            np.testing.assert_allclose(phi.cross_moment(q1, q2, cov, d), quad, rtol=1e-10, atol=1e-14)
+    u = jnp.array([-1.3, -0.2, 0.35, 2.1])
+    np.testing.assert_allclose(phi.derivative(u), jax.vmap(jax.grad(phi))(u), rtol=1e-14)
+    np.testing.assert_allclose(phi.host(True)(np.asarray(u)), phi.derivative(u), rtol=1e-14)
+    np.testing.assert_allclose(phi.host()(np.asarray(u)), phi(u), rtol=1e-14)
+    assert phi.active_fraction(0.7) == pytest.approx(
+        float(np.mean(phi.host(True)(np.sqrt(0.7) * np.random.default_rng(0).normal(size=400_000)) != 0)),
+        abs=5e-3,
+    )
+
+
 def test_quadrature_matches_closed_forms(monkeypatch):
     """Shifted relu with s = 0 runs the quadrature path and must reproduce relu's closed form; the 2-D
     Gauss-Legendre rule of tanh must agree with its 1-D second moment on the diagonal and with a
@@ -45,19 +79,18 @@ def test_quadrature_matches_closed_forms(monkeypatch):
     q = np.array([0.3, 1.7])
     for act in ("tanh", "shifted-relu"):
         for deriv in (False, True):
-            diag = np.diag(_cross_moment(act, 0.5, q, q, np.diag(q), deriv))
-            np.testing.assert_allclose(diag, _second_moment(act, 0.5, q, deriv), rtol=1e-11)
+            shift = 0.5 if act == "shifted-relu" else 0.0
+            diag = np.diag(_cross_moment(act, shift, q, q, np.diag(q), deriv))
+            np.testing.assert_allclose(diag, _second_moment(act, shift, q, deriv), rtol=1e-11)
     cov2 = np.array([[0.3, 0.5], [0.5, 1.7]])
     base = [_cross_moment("tanh", 0.0, q, q, cov2, d) for d in (False, True)]
-    monkeypatch.setattr(kernels, "_QUAD_NODES", 160)
+    monkeypatch.setattr(activations, "_QUAD_NODES", 160)
     for d, b in zip((False, True), base):
         np.testing.assert_allclose(_cross_moment("tanh", 0.0, q, q, cov2, d), b, rtol=1e-11)
     z, w = np.polynomial.hermite_e.hermegauss(80)
     w = w / math.sqrt(2 * math.pi)
     q1, q2, cov = 0.8, 1.3, 0.6
     c, s = cov / math.sqrt(q1 * q2), math.sqrt(1 - cov**2 / (q1 * q2))
-    from scipy.special import erf
-
     u = math.sqrt(q1) * z[:, None]
     v = math.sqrt(q2) * (c * z[:, None] + s * z[None, :])
     direct = np.sum(w[:, None] * w[None, :] * erf(u) * erf(v))

@@ -13,71 +13,21 @@ by N (S.168). Everything here is evaluated on the host in numpy.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import special
 
 from .._checks import as_real_array, check_depth, check_integer, check_nonnegative, check_positive
-from ._activations import check_activation
+from ._activations import activation_named, check_activation
 from ._mlp import MLP, check_mlp, layer_grams, signals
 
-_QUAD_NODES = 80  # Gauss-Legendre nodes per half-line piece for activations without closed forms
-
-
 # ----------------------------------------------------------------------------------------------
-# Gaussian expectations
-
-
-def _gauss_legendre_pieces(kink: float, n: int = 80, cut: float = 12.0):
-    """Nodes and N(0, 1)-weights on [-cut, kink] and [kink, cut]: exact-to-round-off quadrature of a
-    Gaussian integral whose integrand is smooth on either side of ``kink``."""
-    kink = min(max(kink, -cut), cut)
-    t, w = np.polynomial.legendre.leggauss(n)
-    zs, ws = [], []
-    for a, b in ((-cut, kink), (kink, cut)):
-        if b > a:
-            zs.append(0.5 * (b - a) * t + 0.5 * (b + a))
-            ws.append(0.5 * (b - a) * w)
-    z, w = np.concatenate(zs), np.concatenate(ws)
-    return z, w * np.exp(-0.5 * z**2) / math.sqrt(2.0 * math.pi)
-
-
-def _np_phi(activation: str, shift: float, derivative: bool):
-    """phi or phi' in numpy (the kernels are evaluated on the host)."""
-    if activation == "tanh":
-        return (lambda u: 1.0 - np.tanh(u) ** 2) if derivative else np.tanh
-    if activation == "shifted-relu":
-        return (lambda u: (u > -shift).astype(float)) if derivative else (lambda u: np.maximum(u, -shift))
-    if activation == "relu":
-        return (lambda u: (u > 0).astype(float)) if derivative else (lambda u: np.maximum(u, 0.0))
-    if activation == "erf":
-        return (lambda u: 2.0 / math.sqrt(math.pi) * np.exp(-(u**2))) if derivative else special.erf
-    return np.ones_like if derivative else (lambda u: u)
+# Gaussian expectations (each activation's own, dlnsim.wide._activations)
 
 
 def _second_moment(activation: str, shift: float, q: np.ndarray, derivative: bool = False) -> np.ndarray:
     """E[g(u)^2] for u ~ N(0, q), g = phi or phi' (S.175); closed forms except for tanh."""
-    q = np.asarray(q, float)
-    if activation == "relu":
-        return np.full_like(q, 0.5) if derivative else q / 2.0
-    if activation == "identity":
-        return np.ones_like(q) if derivative else q
-    if activation == "erf":
-        if derivative:
-            return 4.0 / math.pi / np.sqrt(1.0 + 4.0 * q)
-        return 2.0 / math.pi * np.arcsin(2.0 * q / (1.0 + 2.0 * q))
-    if activation == "shifted-relu":
-        a = shift / np.sqrt(q)
-        if derivative:
-            return special.ndtr(a)
-        return shift**2 * special.ndtr(-a) + q * (
-            special.ndtr(a) - a * np.exp(-0.5 * a**2) / math.sqrt(2 * math.pi)
-        )
-    z, w = _gauss_legendre_pieces(0.0, _QUAD_NODES)
-    g = _np_phi(activation, shift, derivative)
-    return np.sum(w * g(np.sqrt(q)[..., None] * z) ** 2, axis=-1)
+    return activation_named(activation, shift).second_moment(q, derivative)
 
 
 def _cross_moment(
@@ -85,54 +35,10 @@ def _cross_moment(
 ) -> np.ndarray:
     """E[g(u) g(v)] for (u, v) ~ N(0, [[q1, Q], [Q, q2]]) entry-wise; q1 (N1,), q2 (N2,), Q (N1, N2).
 
-    Closed forms: relu (S.176-S.177, arc-cosine kernels), erf (Williams 1997), identity. Other
-    activations use Gaussian quadrature of S.170 / S.172 with v = sqrt(q2) (c u1 + sqrt(1 - c^2) u2):
-    shifted relu integrates u2 in closed form and u1 by Gauss-Legendre split at the kink (round-off
-    accurate); tanh uses a two-dimensional Gauss-Legendre rule on [-12, 12]^2 (error below 1e-12 for
-    q <= 4; Gauss-Hermite converges slowly for tanh, whose poles lie near the real axis).
+    Closed forms: relu (S.176-S.177, arc-cosine kernels), erf (Williams 1997), identity; quadrature
+    of S.170 / S.172 otherwise (:meth:`dlnsim.wide._activations.AbstractActivation.cross_moment`).
     """
-    q1, q2, cov = np.asarray(q1, float), np.asarray(q2, float), np.asarray(cov, float)
-    root = np.sqrt(np.outer(q1, q2))
-    c = np.clip(cov / root, -1.0, 1.0)
-    if activation == "relu":
-        if derivative:
-            return (math.pi - np.arccos(c)) / (2.0 * math.pi)
-        return root / (2.0 * math.pi) * (np.sqrt(1.0 - c**2) + (math.pi - np.arccos(c)) * c)
-    if activation == "identity":
-        return np.ones_like(cov) if derivative else cov
-    if activation == "erf":
-        d1, d2 = 1.0 + 2.0 * q1, 1.0 + 2.0 * q2
-        if derivative:
-            return 4.0 / math.pi / np.sqrt(np.outer(d1, d2) - 4.0 * cov**2)
-        return 2.0 / math.pi * np.arcsin(np.clip(2.0 * cov / np.sqrt(np.outer(d1, d2)), -1.0, 1.0))
-    g = _np_phi(activation, shift, derivative)
-    s = np.sqrt(1.0 - c**2)
-    out = np.empty_like(cov)
-    if activation == "shifted-relu":
-        for i in range(cov.shape[0]):
-            z, w = _gauss_legendre_pieces(-shift / math.sqrt(q1[i]))
-            gu = g(math.sqrt(q1[i]) * z)  # (n,)
-            mu = np.sqrt(q2)[:, None] * c[i][:, None] * z  # (N2, n): mean of v given u1
-            sd = np.sqrt(q2)[:, None] * s[i][:, None] * np.ones_like(z)
-            ok = sd > 1e-12
-            t = np.where(ok, (mu + shift) / np.where(ok, sd, 1.0), 0.0)
-            if derivative:
-                inner = np.where(ok, special.ndtr(t), (mu > -shift).astype(float))
-            else:
-                smooth = (
-                    -shift
-                    + (mu + shift) * special.ndtr(t)
-                    + sd * np.exp(-0.5 * t**2) / math.sqrt(2 * math.pi)
-                )
-                inner = np.where(ok, smooth, np.maximum(mu, -shift))
-            out[i] = inner @ (w * gu)
-        return out
-    z, w = _gauss_legendre_pieces(0.0, _QUAD_NODES)
-    for i in range(cov.shape[0]):
-        gu = g(math.sqrt(q1[i]) * z)  # (n,)
-        v = np.sqrt(q2)[:, None, None] * (c[i][:, None, None] * z[None, :, None] + s[i][:, None, None] * z)
-        out[i] = np.einsum("a,b,a,jab->j", w, w, gu, g(v))
-    return out
+    return activation_named(activation, shift).cross_moment(q1, q2, cov, derivative)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -242,10 +148,5 @@ def signal_variances(
 def active_fraction(activation: str, q: float, shift: float = 0.0) -> float:
     """gamma_l = P(phi'(u) != 0) for u ~ N(0, q_l) (S.140-S.141): 1/2 for relu, 1 for tanh / erf /
     identity, 1/2 + erf(s / sqrt(2 q)) / 2 for shifted relu (S.156)."""
-    check_activation(activation, shift)
-    q = check_positive("q", q)
-    if activation == "relu":
-        return 0.5
-    if activation == "shifted-relu":
-        return 0.5 + 0.5 * math.erf(shift / math.sqrt(2.0 * q))
-    return 1.0
+    phi = activation_named(activation, shift)
+    return phi.active_fraction(check_positive("q", q))
