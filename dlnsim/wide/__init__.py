@@ -9,7 +9,16 @@ family) -> ``_fisher_kfac``, ``_fisher_diag`` -> ``_factory`` (names to classes)
 curvature-corrected flows in continuous time) -> ``_flow_theory`` (their NTK theory).
 """
 
-from ._activations import ACTIVATIONS
+from ._activations import (
+    ACTIVATIONS,
+    AbstractActivation,
+    Erf,
+    Identity,
+    Relu,
+    ShiftedRelu,
+    Tanh,
+    activation_named,
+)
 from ._data import WideTask, digits_task, forster_transform, load_wide_data, normalize_inputs, synthetic_task
 from ._factory import FISHERS, Fisher, as_fisher, fisher_class, natural_gradient, precondition, theta_bar
 from ._fisher import (
@@ -75,29 +84,36 @@ __all__ = [
     "LAYERWISE",
     "LOSSES",
     "PINV_RCOND",
+    "AbstractActivation",
     "AbstractFisher",
     "AbstractLayerwiseFisher",
     "AbstractLoss",
     "CrossEntropy",
     "BlockDiagonalFisher",
     "DiagonalFisher",
+    "Erf",
     "ExactFisher",
     "Fisher",
     "FisherFlow",
     "FlowTask",
     "FlowTrajectory",
+    "Identity",
     "KFACFisher",
     "Kernels",
     "MLP",
     "NGD",
     "NGDState",
     "QuasiDiagonalFisher",
+    "Relu",
+    "ShiftedRelu",
     "SquaredError",
     "Signals",
+    "Tanh",
     "TrainResult",
     "TriDiagonalFisher",
     "UnitWiseFisher",
     "WideTask",
+    "activation_named",
     "active_fraction",
     "alpha_theory",
     "analytic_flow_kernels",
