@@ -1,15 +1,18 @@
 """Process-level guards: the jaxlib deadlock's regression test and the stall watchdog."""
 
 import faulthandler
+import os
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
 import dlnsim
+from dlnsim import _stall_monitor
 from dlnsim._runtime import STALL_EXIT_CODE, StallWatchdog
 
 # The case that hung `dlnsim reproduce curvature-fig3 --fast` (issue 12): the observables of 600
@@ -149,3 +152,20 @@ def test_importing_dlnsim_changes_no_process_state():
     ).stdout.split(maxsplit=2)
     assert out == ["False", "True", "[]\n"]  # no float64 switch, no handlers, no plotting or reproductions
     assert dlnsim.StallWatchdog is StallWatchdog
+
+
+def test_the_monitor_counts_an_unreaped_exited_process_as_gone():
+    """An exited child that its parent has not reaped yet (a zombie) is gone for the stall monitor,
+    so its report returns at once instead of after the 5 s SIGKILL grace (os.kill(pid, 0) still
+    succeeds on a zombie)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    for _ in range(200):  # wait for the exit without reaping the child
+        with open(f"/proc/{child.pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                break
+        time.sleep(0.05)
+    os.kill(child.pid, 0)  # still signalable: the old liveness test called it alive
+    assert not _stall_monitor._alive(child.pid)
+    assert _stall_monitor._alive(os.getpid())
+    child.wait()
+    assert not _stall_monitor._alive(child.pid)
