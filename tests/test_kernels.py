@@ -11,7 +11,6 @@ from scipy.special import erf
 
 from dlnsim import wide
 from dlnsim.wide import _activations as activations
-from dlnsim.wide._kernels import _cross_moment, _second_moment
 
 
 def inputs(n=5, m0=6, seed=0):
@@ -71,6 +70,7 @@ def test_quadrature_matches_closed_forms(monkeypatch):
     Gauss-Legendre rule of tanh must agree with its 1-D second moment on the diagonal and with a
     rule of twice the order; erf's closed
     form must agree with an independent 2-D Gauss-Hermite sum."""
+    named = activations.activation_named
     x = inputs()
     a = wide.analytic_kernels(x, depth=4, activation="relu")
     b = wide.analytic_kernels(x, depth=4, activation="shifted-relu", shift=0.0)
@@ -80,13 +80,13 @@ def test_quadrature_matches_closed_forms(monkeypatch):
     for act in ("tanh", "shifted-relu"):
         for deriv in (False, True):
             shift = 0.5 if act == "shifted-relu" else 0.0
-            diag = np.diag(_cross_moment(act, shift, q, q, np.diag(q), deriv))
-            np.testing.assert_allclose(diag, _second_moment(act, shift, q, deriv), rtol=1e-11)
+            diag = np.diag(named(act, shift).cross_moment(q, q, np.diag(q), deriv))
+            np.testing.assert_allclose(diag, named(act, shift).second_moment(q, deriv), rtol=1e-11)
     cov2 = np.array([[0.3, 0.5], [0.5, 1.7]])
-    base = [_cross_moment("tanh", 0.0, q, q, cov2, d) for d in (False, True)]
+    base = [named("tanh", 0.0).cross_moment(q, q, cov2, d) for d in (False, True)]
     monkeypatch.setattr(activations, "_QUAD_NODES", 160)
     for d, b in zip((False, True), base):
-        np.testing.assert_allclose(_cross_moment("tanh", 0.0, q, q, cov2, d), b, rtol=1e-11)
+        np.testing.assert_allclose(named("tanh", 0.0).cross_moment(q, q, cov2, d), b, rtol=1e-11)
     z, w = np.polynomial.hermite_e.hermegauss(80)
     w = w / math.sqrt(2 * math.pi)
     q1, q2, cov = 0.8, 1.3, 0.6
@@ -94,10 +94,10 @@ def test_quadrature_matches_closed_forms(monkeypatch):
     u = math.sqrt(q1) * z[:, None]
     v = math.sqrt(q2) * (c * z[:, None] + s * z[None, :])
     direct = np.sum(w[:, None] * w[None, :] * erf(u) * erf(v))
-    closed = _cross_moment("erf", 0.0, np.array([q1]), np.array([q2]), np.array([[cov]]), False)[0, 0]
+    closed = named("erf", 0.0).cross_moment(np.array([q1]), np.array([q2]), np.array([[cov]]), False)[0, 0]
     assert closed == pytest.approx(direct, rel=1e-10)
     dphi = 4 / math.pi * np.exp(-(u**2) - v**2)
-    closed_d = _cross_moment("erf", 0.0, np.array([q1]), np.array([q2]), np.array([[cov]]), True)[0, 0]
+    closed_d = named("erf", 0.0).cross_moment(np.array([q1]), np.array([q2]), np.array([[cov]]), True)[0, 0]
     assert closed_d == pytest.approx(np.sum(w[:, None] * w[None, :] * dphi), rel=1e-10)
 
 

@@ -18,28 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._checks import as_real_array, check_depth, check_integer, check_nonnegative, check_positive
-from ._activations import activation_named, check_activation
+from ._activations import activation_named
 from ._mlp import MLP, check_mlp, layer_grams, signals
-
-# ----------------------------------------------------------------------------------------------
-# Gaussian expectations (each activation's own, dlnsim.wide._activations)
-
-
-def _second_moment(activation: str, shift: float, q: np.ndarray, derivative: bool = False) -> np.ndarray:
-    """E[g(u)^2] for u ~ N(0, q), g = phi or phi' (S.175); closed forms except for tanh."""
-    return activation_named(activation, shift).second_moment(q, derivative)
-
-
-def _cross_moment(
-    activation: str, shift: float, q1: np.ndarray, q2: np.ndarray, cov: np.ndarray, derivative: bool
-) -> np.ndarray:
-    """E[g(u) g(v)] for (u, v) ~ N(0, [[q1, Q], [Q, q2]]) entry-wise; q1 (N1,), q2 (N2,), Q (N1, N2).
-
-    Closed forms: relu (S.176-S.177, arc-cosine kernels), erf (Williams 1997), identity; quadrature
-    of S.170 / S.172 otherwise (:meth:`dlnsim.wide._activations.AbstractActivation.cross_moment`).
-    """
-    return activation_named(activation, shift).cross_moment(q1, q2, cov, derivative)
-
 
 # ----------------------------------------------------------------------------------------------
 # analytic kernels
@@ -77,9 +57,10 @@ def analytic_kernels(
 
     Closed forms for relu and erf (and identity); Gaussian quadrature (Gauss-Legendre) for tanh and
     shifted relu. The inputs need not be normalised (each sample's own variance is used), but the
-    paper's setting is ||x|| = 1, where q_l is the same for every sample (S.175, S.178).
+    paper's setting is ||x|| = 1, where q_l is the same for every sample (S.175, S.178). The Gaussian
+    expectations are the activation's own (:meth:`~dlnsim.wide.AbstractActivation.cross_moment`).
     """
-    check_activation(activation, shift)
+    phi = activation_named(activation, shift)
     depth = check_depth(depth)
     sigma_w2, sigma_b2 = check_positive("sigma_w2", sigma_w2), check_nonnegative("sigma_b2", sigma_b2)
     x1 = as_real_array("x1", x1, numpy=True, finite=False)
@@ -96,10 +77,10 @@ def analytic_kernels(
     for _ in range(1, depth):
         q1, q2, qq = sigma_w2 * a1 + sb2, sigma_w2 * a2 + sb2, sigma_w2 * As[-1] + sb2
         qs.append(q2)
-        Xis.append(_cross_moment(activation, shift, q1, q2, qq, derivative=True))
-        As.append(_cross_moment(activation, shift, q1, q2, qq, derivative=False))
-        a1 = _second_moment(activation, shift, q1)
-        a2 = _second_moment(activation, shift, q2)
+        Xis.append(phi.cross_moment(q1, q2, qq, derivative=True))
+        As.append(phi.cross_moment(q1, q2, qq, derivative=False))
+        a1 = phi.second_moment(q1)
+        a2 = phi.second_moment(q2)
     qs.append(sigma_w2 * a2 + sb2)
     Bs = [np.ones_like(a12)]
     for xi in reversed(Xis):
@@ -135,13 +116,13 @@ def signal_variances(
     """q_1..q_L for unit-norm inputs: q_1 = sigma_w^2 / M_0 + sigma_b^2 and
     q_{l+1} = sigma_w^2 E[phi^2] + sigma_b^2
     (S.175, S.178)."""
-    check_activation(activation, shift)
+    phi = activation_named(activation, shift)
     depth, input_dim = check_depth(depth), check_integer("input_dim", input_dim)
     sigma_w2, sigma_b2 = check_positive("sigma_w2", sigma_w2), check_nonnegative("sigma_b2", sigma_b2)
     sb2 = float(sigma_b2) if bias else 0.0
     q = [sigma_w2 / input_dim + sb2]
     for _ in range(depth - 1):
-        q.append(sigma_w2 * float(_second_moment(activation, shift, np.asarray([q[-1]]))[0]) + sb2)
+        q.append(sigma_w2 * float(phi.second_moment(np.asarray([q[-1]]))[0]) + sb2)
     return np.asarray(q)
 
 
