@@ -37,8 +37,10 @@ def test_fig3_student_teacher(tmp_path):
     assert (c.kind, c.threshold) == ("claim", 1e-2) and 5e-4 < c.value < 1.1e-3
     c = rep["same final test loss: max over rules |test(W(T)) / test(W_ls) - 1|"]
     assert (c.kind, c.threshold) == ("claim", 1e-2) and c.value < 3e-3
+    # 2859 / 1281 = 2.2317, measured 2026-12-03. The commit that added this test (3224049) also gives
+    # 2.2317 when run today, not the 2.149 it recorded here; the threshold (> 1) is unchanged
     assert_fixed(rep, "SGD: noise after signal: t_half(first noise mode) / t_half(last signal mode)",
-                 "claim", ">", 1.0, 2.149, 2e-2)  # fmt: skip
+                 "claim", ">", 1.0, 2.232, 2e-2)  # fmt: skip
     assert_fixed(rep, "sqrt-NGD: noise after signal: t_half(first noise mode) / t_half(last signal mode)",
                  "claim", ">", 1.0, 2.488, 2e-2)  # fmt: skip
     assert_fixed(rep, "early stopping: t(min test) sqrt-NGD / SGD", "claim", "<", 0.1, 8.9e-4, 5e-2)
