@@ -26,10 +26,15 @@ import sys
 import time
 
 
+def _stat(pid: int) -> list[str]:
+    """The fields of /proc/PID/stat after the command name (field 3, the state, comes first)."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of every thread of ``pid`` (fields 14 and 15 of /proc/PID/stat)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
+    fields = _stat(pid)
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -37,8 +42,7 @@ def _alive(pid: int) -> bool:
     """Whether ``pid`` still runs: an exited process that its parent has not reaped yet (a zombie,
     state Z or X in /proc/PID/stat) counts as gone, so the monitor ends as soon as it exits."""
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
+        state = _stat(pid)[0]
     except OSError:
         return False
     return state not in ("Z", "X")
